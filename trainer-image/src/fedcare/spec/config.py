@@ -1,0 +1,50 @@
+"""Process configs: what a coordinator or a trainer process needs besides the job spec."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from fedcare.spec._base import SpecModel
+from fedcare.spec.job import DataSource, FederatedJob
+
+
+class TlsFiles(SpecModel):
+    """PEM files for mutual TLS: the job CA, this process's certificate and private key."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+class CoordinatorConfig(SpecModel):
+    """Config of a coordinator process (``fedcare coordinator --config``)."""
+
+    job: FederatedJob
+    #: gRPC listen address; port 0 picks a free port (written to ``portFile``).
+    listen: str = "127.0.0.1:0"
+    #: HTTP side (/status, /healthz, /metrics); port 0 picks a free port.
+    http_listen: str = "127.0.0.1:0"
+    tls: TlsFiles
+    #: When set, the coordinator writes ``{"grpc": port, "http": port}`` here once serving.
+    port_file: str | None = None
+    #: Common names whose certificates may watch status (operator, local runner).
+    observers: list[str] = Field(default_factory=lambda: ["fedcare-observer"])
+
+
+class TrainerConfig(SpecModel):
+    """Config of a trainer process (``fedcare trainer --config``)."""
+
+    participant: str
+    job: str
+    #: ``host:port`` of the coordinator's gRPC endpoint.
+    coordinator: str
+    #: The name the coordinator's certificate is checked against (a SAN).
+    server_name: str = "fedcare-coordinator"
+    tls: TlsFiles
+    data: DataSource
+    #: Seconds to keep retrying while the coordinator is unreachable.
+    connect_timeout_seconds: float = Field(default=120.0, gt=0)
+    #: ``cpu``, ``cuda`` or ``auto`` (CUDA when present).
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    #: Torch intra-op threads; 0 leaves torch's default.
+    threads: int = Field(default=0, ge=0)

@@ -1,0 +1,268 @@
+"""The FederatedJob and Participant resources: the single source of the CRD schemas and configs."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from fedcare.spec._base import SpecModel
+
+API_VERSION = "fedcare.io/v1alpha1"
+#: Names follow Kubernetes DNS-1123 labels: they become pod, secret and certificate names.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
+
+
+class Task(StrEnum):
+    """What the model predicts; decides the loss and the metrics."""
+
+    BINARY_CLASSIFICATION = "binary-classification"
+    REGRESSION = "regression"
+
+
+class ModelName(StrEnum):
+    """Built-in model families, or ``plugin`` for a user callable."""
+
+    LOGISTIC_REGRESSION = "logistic-regression"
+    MLP = "mlp"
+    PLUGIN = "plugin"
+
+
+class ModelSpec(SpecModel):
+    """The network every site trains: a built-in family with hyperparameters, or a plug-in."""
+
+    name: ModelName = ModelName.MLP
+    hidden_units: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [64, 64], max_length=16
+    )
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: ``package.module:callable``; called as ``callable(num_features, **plugin_args)``.
+    plugin: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    plugin_args: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _plugin_iff_named(self) -> ModelSpec:
+        if self.name is ModelName.PLUGIN and not self.plugin:
+            raise ValueError("model.plugin ('module:callable') is required when name is 'plugin'")
+        if self.name is not ModelName.PLUGIN and self.plugin:
+            raise ValueError("model.plugin is only allowed when name is 'plugin'")
+        return self
+
+
+class DataSchema(SpecModel):
+    """Which columns every site's table must have."""
+
+    features: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=4096)
+    label: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _label_not_feature(self) -> DataSchema:
+        if self.label in self.features:
+            raise ValueError(f"label column {self.label!r} is also listed as a feature")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("feature columns must be unique")
+        return self
+
+
+class Optimizer(StrEnum):
+    """Local optimizer used by each trainer."""
+
+    SGD = "sgd"
+    ADAM = "adam"
+
+
+class TrainingSpec(SpecModel):
+    """Local training done by each site in one round."""
+
+    epochs: int | None = Field(default=1, ge=1, le=1000)
+    #: When set, trains this many mini-batches per round instead of whole epochs.
+    steps: int | None = Field(default=None, ge=1, le=10_000_000)
+    batch_size: int = Field(default=256, ge=1, le=1_048_576)
+    optimizer: Optimizer = Optimizer.ADAM
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = Field(default=0, ge=0)
+
+
+class StrategySpec(SpecModel):
+    """Server-side aggregation; ``name`` is looked up in the strategy registry."""
+
+    name: Literal["fedavg"] = "fedavg"
+
+
+class Metric(StrEnum):
+    """Metrics a trainer can compute on its validation split."""
+
+    LOSS = "loss"
+    ACCURACY = "accuracy"
+    AUROC = "auroc"
+    MSE = "mse"
+    MAE = "mae"
+
+
+_TASK_METRICS: dict[Task, frozenset[Metric]] = {
+    Task.BINARY_CLASSIFICATION: frozenset({Metric.LOSS, Metric.ACCURACY, Metric.AUROC}),
+    Task.REGRESSION: frozenset({Metric.LOSS, Metric.MSE, Metric.MAE}),
+}
+_DEFAULT_HEADLINE: dict[Task, Metric] = {
+    Task.BINARY_CLASSIFICATION: Metric.AUROC,
+    Task.REGRESSION: Metric.MSE,
+}
+
+
+def metrics_for(task: Task) -> frozenset[Metric]:
+    """The metrics that make sense for ``task``."""
+    return _TASK_METRICS[task]
+
+
+class EvaluationSpec(SpecModel):
+    """Federated evaluation after every round (sample-weighted across sites)."""
+
+    #: The metric shown in ``kubectl get fedjobs`` and the summary; default by task.
+    headline: Metric | None = None
+
+
+class RepositorySpec(SpecModel):
+    """Where model versions are stored."""
+
+    uri: str = Field(default="file://./fedcare-models", pattern=r"^(file|s3)://.+")
+
+
+class DataFormat(StrEnum):
+    """On-disk format of a site's table; ``auto`` goes by the file extension."""
+
+    AUTO = "auto"
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+class DataSource(SpecModel):
+    """A site's local table. It never leaves the site."""
+
+    path: str = Field(min_length=1)
+    format: DataFormat = DataFormat.AUTO
+    validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+
+
+class InlineParticipant(SpecModel):
+    """A site listed in the job itself (single machine or single cluster)."""
+
+    name: Name
+    data: DataSource
+
+
+class FederatedJobSpec(SpecModel):
+    """What to train, with whom, and how."""
+
+    task: Task = Task.BINARY_CLASSIFICATION
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSchema
+    rounds: int = Field(ge=1, le=100_000)
+    min_participants: int = Field(default=1, ge=1, le=10_000)
+    #: Updates needed to close a round (quorum); defaults to minParticipants.
+    min_responses: int | None = Field(default=None, ge=1, le=10_000)
+    join_timeout_seconds: float = Field(default=300.0, gt=0.0, le=86_400.0)
+    round_timeout_seconds: float = Field(default=600.0, gt=0.0, le=86_400.0)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    repository: RepositorySpec = Field(default_factory=RepositorySpec)
+    participants: list[InlineParticipant] = Field(default_factory=list, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FederatedJobSpec:
+        if self.min_responses is not None and self.min_responses > self.min_participants:
+            raise ValueError(
+                f"minResponses ({self.min_responses}) cannot exceed minParticipants "
+                f"({self.min_participants})"
+            )
+        names = [p.name for p in self.participants]
+        if len(set(names)) != len(names):
+            raise ValueError("participant names must be unique")
+        if self.participants and len(self.participants) < self.min_participants:
+            raise ValueError(
+                f"minParticipants ({self.min_participants}) exceeds the "
+                f"{len(self.participants)} participants listed"
+            )
+        if self.evaluation.headline and self.evaluation.headline not in metrics_for(self.task):
+            raise ValueError(
+                f"evaluation.headline {self.evaluation.headline.value!r} does not apply to "
+                f"task {self.task.value!r}"
+            )
+        return self
+
+    @property
+    def quorum(self) -> int:
+        """Updates needed to close a round."""
+        return self.min_responses if self.min_responses is not None else self.min_participants
+
+    @property
+    def headline_metric(self) -> Metric:
+        """The metric shown in summaries."""
+        return self.evaluation.headline or _DEFAULT_HEADLINE[self.task]
+
+
+class ObjectMeta(SpecModel):
+    """The subset of Kubernetes object metadata fedcare reads."""
+
+    model_config = SpecModel.model_config | {"extra": "ignore"}
+
+    name: Name
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("must be a lowercase DNS-1123 label")
+        return v
+
+
+class FederatedJob(SpecModel):
+    """A FederatedJob manifest: ``apiVersion``, ``kind``, ``metadata``, ``spec``."""
+
+    api_version: Literal["fedcare.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["FederatedJob"] = "FederatedJob"
+    metadata: ObjectMeta
+    spec: FederatedJobSpec
+
+
+class JobReference(SpecModel):
+    """Which job a Participant joins, and where its coordinator listens."""
+
+    name: Name
+    #: ``host:port`` of the coordinator's gRPC endpoint.
+    endpoint: str | None = Field(default=None, pattern=r"^[^\s:]+:\d{1,5}$")
+
+
+class Resources(SpecModel):
+    """Compute requested for the trainer pod."""
+
+    cpu: str = "1"
+    memory: str = "2Gi"
+    gpu: int = Field(default=0, ge=0, le=16)
+
+
+class ParticipantSpec(SpecModel):
+    """Binds one institution's local dataset to a job."""
+
+    job: JobReference
+    data: DataSource
+    resources: Resources = Field(default_factory=Resources)
+
+
+class Participant(SpecModel):
+    """A Participant manifest."""
+
+    api_version: Literal["fedcare.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["Participant"] = "Participant"
+    metadata: ObjectMeta
+    spec: ParticipantSpec
