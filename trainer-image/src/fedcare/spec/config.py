@@ -29,6 +29,14 @@ class CoordinatorConfig(SpecModel):
     port_file: str | None = None
     #: Common names whose certificates may watch status (operator, local runner).
     observers: list[str] = Field(default_factory=lambda: ["fedcare-observer"])
+    #: Names admitted as participants; defaults to the job's inline participants.
+    participants: list[str] | None = None
+    #: Exit once the job ends (local mode); a pod may instead keep serving its final status.
+    exit_on_completion: bool = True
+    #: Seconds to keep serving after the job ends, so trainers and watchers see the end.
+    linger_seconds: float = Field(default=1.0, ge=0)
+    #: Updates read into memory at once (each holds one model-sized buffer).
+    max_concurrent_uploads: int = Field(default=2, ge=1, le=64)
 
 
 class TrainerConfig(SpecModel):

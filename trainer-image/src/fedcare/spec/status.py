@@ -26,6 +26,7 @@ class Phase(StrEnum):
 class ParticipantState(StrEnum):
     """A site as seen by the coordinator."""
 
+    PENDING = "Pending"
     CONNECTED = "Connected"
     TRAINING = "Training"
     DISCONNECTED = "Disconnected"

@@ -7,6 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DescribeJobRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class JobDescription(_message.Message):
+    __slots__ = ("job", "job_spec_json")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    JOB_SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    job_spec_json: str
+    def __init__(self, job: _Optional[str] = ..., job_spec_json: _Optional[str] = ...) -> None: ...
+
 class JoinRequest(_message.Message):
     __slots__ = ("train_samples", "validation_samples", "client_version", "feature_sum", "feature_sum_sq")
     TRAIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -22,16 +34,14 @@ class JoinRequest(_message.Message):
     def __init__(self, train_samples: _Optional[int] = ..., validation_samples: _Optional[int] = ..., client_version: _Optional[str] = ..., feature_sum: _Optional[_Iterable[float]] = ..., feature_sum_sq: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("session_id", "participant", "job", "job_spec_json")
+    __slots__ = ("session_id", "participant", "job")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
-    JOB_SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     participant: str
     job: str
-    job_spec_json: str
-    def __init__(self, session_id: _Optional[str] = ..., participant: _Optional[str] = ..., job: _Optional[str] = ..., job_spec_json: _Optional[str] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., participant: _Optional[str] = ..., job: _Optional[str] = ...) -> None: ...
 
 class TasksRequest(_message.Message):
     __slots__ = ("session_id",)

@@ -35,6 +35,11 @@ class CoordinatorStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.DescribeJob = channel.unary_unary(
+                '/fedcare.v1.Coordinator/DescribeJob',
+                request_serializer=fedcare_dot_v1_dot_coordinator__pb2.DescribeJobRequest.SerializeToString,
+                response_deserializer=fedcare_dot_v1_dot_coordinator__pb2.JobDescription.FromString,
+                _registered_method=True)
         self.Join = channel.unary_unary(
                 '/fedcare.v1.Coordinator/Join',
                 request_serializer=fedcare_dot_v1_dot_coordinator__pb2.JoinRequest.SerializeToString,
@@ -70,6 +75,13 @@ class CoordinatorStub:
 class CoordinatorServicer:
     """The coordinator of one federated job.
     """
+
+    def DescribeJob(self, request, context):
+        """Describes the job (model, task, data schema, training settings) to a participant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Join(self, request, context):
         """Admits a participant (identity from its certificate) and opens a session.
@@ -117,6 +129,11 @@ class CoordinatorServicer:
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'DescribeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeJob,
+                    request_deserializer=fedcare_dot_v1_dot_coordinator__pb2.DescribeJobRequest.FromString,
+                    response_serializer=fedcare_dot_v1_dot_coordinator__pb2.JobDescription.SerializeToString,
+            ),
             'Join': grpc.unary_unary_rpc_method_handler(
                     servicer.Join,
                     request_deserializer=fedcare_dot_v1_dot_coordinator__pb2.JoinRequest.FromString,
@@ -158,6 +175,33 @@ def add_CoordinatorServicer_to_server(servicer, server):
 class Coordinator:
     """The coordinator of one federated job.
     """
+
+    @staticmethod
+    def DescribeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcare.v1.Coordinator/DescribeJob',
+            fedcare_dot_v1_dot_coordinator__pb2.DescribeJobRequest.SerializeToString,
+            fedcare_dot_v1_dot_coordinator__pb2.JobDescription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Join(request,

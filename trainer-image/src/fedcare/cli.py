@@ -1,0 +1,200 @@
+"""The ``fedcare`` command line. Expected errors print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fedcare.errors import FedcareError, SpecError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _repo_uri(value: str) -> str:
+    return value if "://" in value else f"file://{value}"
+
+
+def _cmd_run(ns: argparse.Namespace) -> int:
+    from fedcare.local import run
+    from fedcare.ui import ProgressPrinter, summary_table
+
+    printer = None if ns.json else ProgressPrinter()
+    status = run(
+        ns.job,
+        workdir=ns.workdir,
+        keep_workdir=ns.keep,
+        on_status=printer.update if printer else None,
+        check=False,
+    )
+    if ns.json:
+        print(json.dumps(status.to_json_dict(), indent=None, sort_keys=True))
+    else:
+        summary_table(status)
+    if status.phase.value != "Succeeded":
+        print(f"fedcare: error: job failed: {status.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_coordinator(ns: argparse.Namespace) -> int:
+    from fedcare.coordinator import run_coordinator
+
+    return run_coordinator(ns.config)
+
+
+def _cmd_trainer(ns: argparse.Namespace) -> int:
+    from fedcare.trainer import ParticipantNode
+
+    return ParticipantNode(config_path=ns.config).join_network()
+
+
+def _cmd_validate(ns: argparse.Namespace) -> int:
+    from fedcare.spec import FederatedJob, Participant, load_model, read_yaml
+
+    doc = read_yaml(ns.file)
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    model = Participant if kind == "Participant" else FederatedJob
+    load_model(model, ns.file)
+    print(f"{ns.file}: valid {model.__name__}")
+    return 0
+
+
+def _cmd_synth(ns: argparse.Namespace) -> int:
+    from fedcare.data import synthesize
+
+    paths = synthesize(ns.sites, ns.rows, Path(ns.out), fmt=ns.format, seed=ns.seed)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_models_list(ns: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fedcare.repository import open_repository
+
+    repo = open_repository(_repo_uri(ns.repo))
+    jobs = [ns.job] if ns.job else repo.jobs()
+    table = Table(title=f"model versions in {ns.repo}")
+    for col in ("job", "version", "round", "metrics", "participants", "sha256", "created"):
+        table.add_column(col)
+    for job in jobs:
+        for m in repo.list_versions(job):
+            metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(m.metrics.items()))
+            table.add_row(
+                job,
+                m.version,
+                str(m.round),
+                metrics,
+                str(len(m.participants)),
+                m.sha256[:12],
+                m.created_at,
+            )
+    Console().print(table)
+    return 0
+
+
+def _cmd_models_show(ns: argparse.Namespace) -> int:
+    from fedcare.repository import open_repository
+
+    meta = open_repository(_repo_uri(ns.repo)).get(ns.job, ns.version)
+    print(meta.model_dump_json(by_alias=True, indent=2))
+    return 0
+
+
+def _cmd_models_export(ns: argparse.Namespace) -> int:
+    from fedcare.repository import open_repository
+
+    print(open_repository(_repo_uri(ns.repo)).export(ns.job, ns.version, Path(ns.out)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``fedcare``."""
+    parser = argparse.ArgumentParser(
+        prog="fedcare",
+        description="Federated learning for hospitals: patient records never leave their site.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a FederatedJob manifest on this machine")
+    p.add_argument("job", help="FederatedJob YAML with inline participants")
+    p.add_argument("--json", action="store_true", help="print the final status as JSON")
+    p.add_argument("--workdir", help="keep certificates, configs and logs here")
+    p.add_argument("--keep", action="store_true", help="keep the work folder")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("validate", help="check a FederatedJob or Participant manifest")
+    p.add_argument("file")
+    p.set_defaults(handler=_cmd_validate)
+
+    p = sub.add_parser("coordinator", help="run the coordinator role (used by pods)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(handler=_cmd_coordinator)
+
+    p = sub.add_parser("trainer", help="run one participant's trainer (used by pods)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(handler=_cmd_trainer)
+
+    data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_cmd", required=True)
+    p = data.add_parser("synth", help="write synthetic non-IID hospital datasets")
+    p.add_argument("--sites", type=int, default=3)
+    p.add_argument("--rows", type=int, default=20000)
+    p.add_argument("--out", default="data")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_cmd_synth)
+
+    models = sub.add_parser("models", help="the model repository").add_subparsers(
+        dest="models_cmd", required=True
+    )
+    p = models.add_parser("list", help="list stored versions")
+    p.add_argument("--repo", default="./fedcare-models", help="folder or file:// / s3:// URI")
+    p.add_argument("--job")
+    p.set_defaults(handler=_cmd_models_list)
+    p = models.add_parser("show", help="print a version's metadata")
+    p.add_argument("job")
+    p.add_argument("version")
+    p.add_argument("--repo", default="./fedcare-models")
+    p.set_defaults(handler=_cmd_models_show)
+    p = models.add_parser("export", help="copy a version's weights out")
+    p.add_argument("job")
+    p.add_argument("version")
+    p.add_argument("--out", required=True)
+    p.add_argument("--repo", default="./fedcare-models")
+    p.set_defaults(handler=_cmd_models_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedcare`` command."""
+    ns = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if ns.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    if ns.command == "run":
+        logging.getLogger().setLevel(logging.WARNING)
+    handler: Handler = ns.handler
+    try:
+        return handler(ns)
+    except SpecError as err:
+        print(f"fedcare: error: {err}", file=sys.stderr)
+        return 2
+    except FedcareError as err:
+        print(f"fedcare: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fedcare: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""A coordinator process: the gRPC server, the HTTP side and the engine thread together."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from fedcare.coordinator.engine import Engine
+from fedcare.coordinator.service import CoordinatorService
+from fedcare.monitoring import CoordinatorMetrics, HttpSide
+from fedcare.repository import open_repository
+from fedcare.spec import CoordinatorConfig, FederatedJob, FederatedJobStatus, Phase, load_model
+from fedcare.transport import add_mtls_port, make_server
+from fedcare.transport._generated import coordinator_pb2_grpc as pb_grpc
+
+log = logging.getLogger("fedcare.coordinator")
+
+
+def initial_weights(job: FederatedJob, mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
+    """The job's model, seeded, with the federation-wide input standardization set."""
+    from fedcare.models import build_model, set_standardization  # torch: imported when needed
+
+    spec = job.spec
+    model = build_model(spec.model, spec.task, len(spec.data.features), seed=spec.training.seed)
+    set_standardization(model, mean, std)
+    return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+
+
+def _split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Coordinator:
+    """The coordinator of one federated job.
+
+    ``Coordinator(config_path="coordinator.yaml").start()`` serves; ``.train()`` runs the job to
+    its end and returns the final status.
+    """
+
+    def __init__(
+        self, config_path: str | Path | None = None, config: CoordinatorConfig | None = None
+    ) -> None:
+        if config is None:
+            if config_path is None:
+                raise ValueError("pass config_path or config")
+            config = load_model(CoordinatorConfig, config_path)
+        self.config = config
+        job = config.job
+        participants = config.participants
+        if participants is None:
+            participants = [p.name for p in job.spec.participants]
+        self.metrics = CoordinatorMetrics(job.metadata.name)
+        uri = job.spec.repository.uri
+        self.engine = Engine(
+            job=job,
+            repository=open_repository(uri),
+            initial_weights=initial_weights,
+            participants=participants,
+            metrics=self.metrics,
+            max_concurrent_uploads=config.max_concurrent_uploads,
+        )
+        self._server = make_server(max_workers=3 * max(len(participants), 1) + 16)
+        pb_grpc.add_CoordinatorServicer_to_server(
+            CoordinatorService(self.engine, set(config.observers)), self._server
+        )
+        self.grpc_port = add_mtls_port(self._server, config.listen, config.tls)
+        host, port = _split_host_port(config.http_listen)
+        self._http = HttpSide(
+            host, port, self.engine.status_json, self.metrics.registry, healthy=lambda: True
+        )
+        self.http_port = self._http.port
+        self._started = False
+
+    def start(self) -> Coordinator:
+        """Start serving gRPC and HTTP; writes the port file when configured."""
+        if self._started:
+            return self
+        self._server.start()
+        self._http.start()
+        self._started = True
+        if self.config.port_file:
+            target = Path(self.config.port_file)
+            tmp = target.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"grpc": self.grpc_port, "http": self.http_port}))
+            os.replace(tmp, target)
+        log.info(
+            "coordinator for job %s serving gRPC on %d, HTTP on %d",
+            self.engine.name,
+            self.grpc_port,
+            self.http_port,
+        )
+        return self
+
+    def train(self) -> FederatedJobStatus:
+        """Run the job to its end (starting the servers if needed); returns the final status."""
+        self.start()
+        status = self.engine.run()
+        if self.config.exit_on_completion:
+            done = threading.Event()
+            done.wait(self.config.linger_seconds)
+            self.stop()
+        return status
+
+    def serve_forever(self) -> FederatedJobStatus:
+        """Run the job, then keep serving its final status until the process is stopped."""
+        status = self.train()
+        if not self.config.exit_on_completion:
+            self._server.wait_for_termination()
+        return status
+
+    def stop(self) -> None:
+        """Stop both servers."""
+        self._server.stop(grace=2.0).wait()
+        self._http.stop()
+
+
+def run_coordinator(config_path: str | Path) -> int:
+    """``fedcare coordinator``: 0 when the job succeeded, 1 when it failed."""
+    status = Coordinator(config_path=config_path).serve_forever()
+    return 0 if status.phase is Phase.SUCCEEDED else 1

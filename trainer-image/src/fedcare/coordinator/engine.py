@@ -1,0 +1,729 @@
+"""The round engine: admission, rounds with deadlines, streaming aggregation, evaluation, status.
+
+All state lives behind one condition variable. gRPC handlers (``service.py``) call the public
+methods here; the engine's own thread (:meth:`Engine.run`) drives the job from admission to the
+end. Heavy work (reading an update, the strategy step, writing a version) happens outside the
+lock; folding an update into the aggregate happens under it, so nothing is folded into a round
+after it closed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from fedcare.coordinator.rounds import Evaluation, TrainRound
+from fedcare.coordinator.sessions import Session, SessionTable
+from fedcare.errors import FedcareError
+from fedcare.monitoring.metrics import CoordinatorMetrics
+from fedcare.repository import ModelRepository, NewVersion, ParticipantContribution, VersionMetadata
+from fedcare.repository.safetensors_io import to_safetensors_bytes
+from fedcare.spec import (
+    ConditionStatus,
+    FederatedJob,
+    FederatedJobStatus,
+    ModelRef,
+    ParticipantState,
+    ParticipantStatus,
+    Phase,
+    RoundStatus,
+)
+from fedcare.spec.status import utcnow
+from fedcare.strategies import StreamingMean, create_strategy
+from fedcare.transport import TensorLayout, flatten, unflatten
+from fedcare.transport._generated import coordinator_pb2 as pb
+from fedcare.transport.tensors import F32
+
+log = logging.getLogger("fedcare.coordinator")
+
+#: Refusals that say the update itself is bad (as opposed to arriving at the wrong time).
+_CONTENT_REASONS = frozenset(
+    {"wrong_shape", "wrong_size", "non_finite", "bad_sample_count", "malformed"}
+)
+
+#: Builds the initial weights from (job, input mean, input std).
+InitialWeights = Callable[[FederatedJob, np.ndarray, np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Rejected(Exception):
+    """An RPC refused with a gRPC status code, a metric reason and a human detail."""
+
+    code: grpc.StatusCode
+    reason: str
+    detail: str
+
+
+class JobFailure(FedcareError):
+    """The job cannot go on; ``reason`` becomes the Failed condition's reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Engine:
+    """Runs one FederatedJob: the coordinator's state machine."""
+
+    def __init__(
+        self,
+        job: FederatedJob,
+        repository: ModelRepository,
+        initial_weights: InitialWeights,
+        participants: list[str],
+        metrics: CoordinatorMetrics,
+        max_concurrent_uploads: int = 2,
+    ) -> None:
+        self.job = job
+        self.spec = job.spec
+        self.name = job.metadata.name
+        self._repo = repository
+        self._initial_weights = initial_weights
+        self._allowed = set(participants)
+        self.metrics = metrics
+        self._strategy = create_strategy(self.spec.strategy.name)
+        self._cond = threading.Condition()
+        self._sessions = SessionTable()
+        self._upload_slots = threading.BoundedSemaphore(max_concurrent_uploads)
+        self.status = FederatedJobStatus(
+            phase=Phase.PENDING,
+            total_rounds=self.spec.rounds,
+            min_participants=self.spec.min_participants,
+            participants=[
+                ParticipantStatus(name=n, state=ParticipantState.PENDING)
+                for n in sorted(self._allowed)
+            ],
+        )
+        self._status_version = 0
+        self._status_json = ""
+        with self._cond:
+            self._publish()
+        self._layout: TensorLayout = ()
+        self._global: F32 = np.zeros(0, dtype=np.float32)
+        self._global_version = ""
+        #: version id -> safetensors bytes served by DownloadModel (the global and a candidate)
+        self._served: dict[str, bytes] = {}
+        self._round: TrainRound | None = None
+        self._eval: Evaluation | None = None
+        self.finished = threading.Event()
+
+    # ----------------------------------------------------------------- status
+    def _publish(self) -> None:
+        """Bump the status version and wake watchers (caller holds the lock)."""
+        self._status_version += 1
+        self._status_json = json.dumps(self.status.to_json_dict(), sort_keys=True)
+        self._cond.notify_all()
+
+    def status_json(self) -> str:
+        """The current status as JSON."""
+        with self._cond:
+            return self._status_json
+
+    def watch(self, is_active: Callable[[], bool]) -> Iterator[str]:
+        """Yield the status JSON now and after every change, until the job ends."""
+        seen = 0
+        while is_active():
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._status_version != seen or self.finished.is_set(), timeout=1.0
+                )
+                version, doc = self._status_version, self._status_json
+                terminal = self.status.phase in (Phase.SUCCEEDED, Phase.FAILED)
+            if version != seen:
+                seen = version
+                yield doc
+            if terminal and self.finished.is_set():
+                return
+
+    def _participant_state(self, name: str, state: ParticipantState, **kw: int) -> None:
+        for i, p in enumerate(self.status.participants):
+            if p.name == name:
+                data = p.model_dump() | {"state": state} | kw
+                self.status.participants[i] = ParticipantStatus(**data)
+                return
+        self.status.participants.append(ParticipantStatus(name=name, state=state, **kw))
+
+    def _refresh_ready(self) -> None:
+        live = len(self._sessions.live())
+        self.status.ready_participants = live
+        self.metrics.participants_connected.set(live)
+
+    # ----------------------------------------------------------------- sessions
+    def is_participant(self, name: str) -> bool:
+        """Whether ``name`` may take part in this job."""
+        return name in self._allowed
+
+    def join(self, name: str, request: pb.JoinRequest) -> Session:
+        """Admit ``name`` (from its certificate); a newer session replaces the older one."""
+        if not self.is_participant(name):
+            raise Rejected(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "unknown_participant",
+                f"certificate for {name!r} is not a participant of job {self.name!r}",
+            )
+        n_features = len(self.spec.data.features)
+        fsum = np.asarray(request.feature_sum, dtype=np.float64)
+        fsq = np.asarray(request.feature_sum_sq, dtype=np.float64)
+        if request.train_samples <= 0 or request.validation_samples < 0:
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT, "bad_join", "train_samples must be positive"
+            )
+        if fsum.size != n_features or fsq.size != n_features:
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "bad_join",
+                f"feature statistics have {fsum.size} values, the job has {n_features} features",
+            )
+        if not (np.isfinite(fsum).all() and np.isfinite(fsq).all()):
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "bad_join",
+                "feature statistics contain NaN or Inf",
+            )
+        session = Session(
+            participant=name,
+            train_samples=int(request.train_samples),
+            validation_samples=int(request.validation_samples),
+            feature_sum=fsum,
+            feature_sum_sq=fsq,
+        )
+        with self._cond:
+            if self.finished.is_set():
+                raise Rejected(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "job_finished",
+                    f"job {self.name!r} has ended ({self.status.phase.value})",
+                )
+            old = self._sessions.add(session)
+            if old is not None:
+                log.info("%s: new session replaces the previous one", name)
+            self._participant_state(name, ParticipantState.CONNECTED, samples=session.train_samples)
+            self._resend_open_tasks(session)
+            self._refresh_ready()
+            self._publish()
+        return session
+
+    def _resend_open_tasks(self, session: Session) -> None:
+        """A participant that reconnects mid-round gets the task its old session was sent."""
+        rnd = self._round
+        name = session.participant
+        if rnd is not None and not rnd.closed and name in rnd.selected and name not in rnd.received:
+            rnd.selected[name] = session.session_id
+            session.send(self._train_task(rnd))
+        ev = self._eval
+        if ev is not None and name in ev.expected and name not in ev.reports:
+            ev.expected[name] = session.session_id
+            session.send(
+                pb.Task(
+                    kind=pb.Task.EVALUATE,
+                    round=ev.round,
+                    model_version=ev.version,
+                    deadline_seconds=max(0.0, ev.deadline - time.monotonic()),
+                )
+            )
+
+    def session_for(self, name: str, session_id: str) -> Session:
+        """The caller's live session, or a FAILED_PRECONDITION rejection."""
+        with self._cond:
+            s = self._sessions.current(name, session_id)
+        if s is None:
+            raise Rejected(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "unknown_session",
+                "session unknown or replaced by a newer one; join again",
+            )
+        return s
+
+    def stream_ended(self, session: Session) -> None:
+        """The participant's task stream ended (disconnect, replacement or job end)."""
+        with self._cond:
+            current = self._sessions.get(session.participant)
+            session.close()
+            if current is session:
+                self._participant_state(session.participant, ParticipantState.DISCONNECTED)
+            self._refresh_ready()
+            self._publish()
+
+    # ----------------------------------------------------------------- models
+    def model_bytes(self, version: str) -> bytes:
+        """safetensors bytes of a version the coordinator serves."""
+        with self._cond:
+            data = self._served.get(version)
+        if data is None:
+            raise Rejected(
+                grpc.StatusCode.NOT_FOUND,
+                "unknown_version",
+                f"model version {version!r} is not served",
+            )
+        return data
+
+    # ----------------------------------------------------------------- updates
+    def check_header(self, session: Session, header: pb.UpdateHeader) -> TrainRound:
+        """Validate an update's header against the open round; returns that round."""
+        with self._cond:
+            rnd = self._round
+            name = session.participant
+            current = rnd.number if rnd is not None else 0
+            if rnd is None or header.round < current or (rnd.closed and header.round == current):
+                raise Rejected(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "stale_round",
+                    f"round {header.round} is closed (current round: {current})",
+                )
+            if header.round > current:
+                raise Rejected(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "future_round",
+                    f"round {header.round} has not started (current round: {current})",
+                )
+            if rnd.selected.get(name) != session.session_id:
+                raise Rejected(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "not_selected",
+                    f"{name!r} was not selected for round {rnd.number}",
+                )
+            if name in rnd.received or name in rnd.refused:
+                raise Rejected(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "duplicate",
+                    f"{name!r} already sent its update for round {rnd.number}",
+                )
+            if header.base_version != rnd.base_version:
+                raise Rejected(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "wrong_base",
+                    f"update trained from {header.base_version!r}, round "
+                    f"{rnd.number} trains from {rnd.base_version!r}",
+                )
+        if not 0 < header.num_samples <= session.train_samples:
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "bad_sample_count",
+                f"num_samples {header.num_samples} outside 1..{session.train_samples}"
+                " (the training samples announced at join)",
+            )
+        got = tuple((t.name, tuple(int(d) for d in t.shape)) for t in header.tensors)
+        if got != self._layout:
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT, "wrong_shape", _layout_diff(self._layout, got)
+            )
+        return rnd
+
+    def receive_update(
+        self, session: Session, header: pb.UpdateHeader, chunks: Iterator[bytes]
+    ) -> None:
+        """Read, validate and fold one update; raises :class:`Rejected` when refused.
+
+        An update refused for its content (shape, size, sample count, NaN/Inf) ends that
+        participant's part in the round: the round goes on with the rest and may close without
+        waiting for it.
+        """
+        try:
+            self._receive_update(session, header, chunks)
+        except Rejected as rej:
+            if rej.reason in _CONTENT_REASONS:
+                with self._cond:
+                    rnd = self._round
+                    name = session.participant
+                    if (
+                        rnd is not None
+                        and rnd.number == header.round
+                        and rnd.selected.get(name) == session.session_id
+                        and name not in rnd.received
+                    ):
+                        rnd.refused[name] = rej.reason
+                        self._cond.notify_all()
+            raise
+
+    def _receive_update(
+        self, session: Session, header: pb.UpdateHeader, chunks: Iterator[bytes]
+    ) -> None:
+        rnd = self.check_header(session, header)
+        with self._upload_slots:
+            vector = _read_vector(chunks, self._global.size)
+            self.metrics.bytes_in.inc(vector.nbytes)
+            if not np.isfinite(vector).all():
+                bad = _first_non_finite(self._layout, vector)
+                raise Rejected(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "non_finite",
+                    f"update contains NaN or Inf (first in tensor {bad!r})",
+                )
+            loss = header.train_metrics.get("loss")
+            with self._cond:
+                if rnd.closed or self._round is not rnd:
+                    raise Rejected(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        "round_closed",
+                        f"round {rnd.number} closed while the update was in flight",
+                    )
+                if session.participant in rnd.received:
+                    raise Rejected(
+                        grpc.StatusCode.ALREADY_EXISTS,
+                        "duplicate",
+                        f"{session.participant!r} already sent round {rnd.number}",
+                    )
+                rnd.aggregate.fold(vector, float(header.num_samples))
+                rnd.record(
+                    session.participant,
+                    int(header.num_samples),
+                    loss if loss is not None and math.isfinite(loss) else None,
+                )
+                self.metrics.updates_accepted.inc()
+                self._participant_state(
+                    session.participant,
+                    ParticipantState.CONNECTED,
+                    last_round=rnd.number,
+                    samples=int(header.num_samples),
+                )
+                self._publish()
+
+    def rejected(self, reason: str) -> None:
+        """Count a refused update or report in metrics and status."""
+        self.metrics.rejected(reason)
+        with self._cond:
+            self.status.rejected_updates += 1
+            self._publish()
+
+    def report_evaluation(self, session: Session, report: pb.EvaluationReport) -> None:
+        """Fold one site's evaluation of the candidate model."""
+        metrics = dict(report.metrics)
+        if report.num_samples <= 0:
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT, "bad_sample_count", "num_samples must be positive"
+            )
+        if not all(math.isfinite(v) for v in metrics.values()):
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "non_finite",
+                "evaluation metrics contain NaN or Inf",
+            )
+        with self._cond:
+            ev = self._eval
+            if ev is None or ev.round != report.round or ev.version != report.model_version:
+                raise Rejected(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "stale_round",
+                    f"no evaluation open for round {report.round}",
+                )
+            if ev.expected.get(session.participant) != session.session_id:
+                raise Rejected(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "not_selected",
+                    f"{session.participant!r} was not asked to evaluate",
+                )
+            if session.participant in ev.reports:
+                raise Rejected(
+                    grpc.StatusCode.ALREADY_EXISTS, "duplicate", "evaluation already reported"
+                )
+            ev.add(session.participant, int(report.num_samples), metrics)
+            self._cond.notify_all()
+
+    # ----------------------------------------------------------------- the job
+    def run(self) -> FederatedJobStatus:
+        """Drive the job to its end; returns the final status (Succeeded or Failed)."""
+        try:
+            self._admit()
+            for number in range(1, self.spec.rounds + 1):
+                self._train_round(number)
+            self._finish(
+                Phase.SUCCEEDED,
+                "Completed",
+                f"{self.spec.rounds} rounds completed; model {self._global_version}",
+            )
+        except JobFailure as fail:
+            log.error("job failed: %s", fail)
+            self._finish(Phase.FAILED, fail.reason, str(fail))
+        except Exception as err:  # noqa: BLE001 - the job must end with a status, never hang
+            log.exception("coordinator error")
+            self._finish(Phase.FAILED, "InternalError", f"{type(err).__name__}: {err}")
+        return self.status
+
+    def _set_phase(self, phase: Phase, message: str | None = None) -> None:
+        self.status.phase = phase
+        self.status.message = message
+
+    def _admit(self) -> None:
+        deadline = time.monotonic() + self.spec.join_timeout_seconds
+        need = self.spec.min_participants
+        with self._cond:
+            self.status.start_time = utcnow()
+            self._set_phase(Phase.WAITING, f"waiting for {need} participant(s)")
+            self.status.set_condition(
+                "Ready",
+                ConditionStatus.FALSE,
+                "WaitingForParticipants",
+                f"0 of {need} participants connected",
+            )
+            self._publish()
+            ok = self._cond.wait_for(
+                lambda: len(self._sessions.live()) >= need,
+                timeout=max(0.0, deadline - time.monotonic()),
+            )
+            live = self._sessions.live()
+            if not ok:
+                raise JobFailure(
+                    "JoinTimeout",
+                    f"only {len(live)} of {need} participants joined within "
+                    f"{self.spec.join_timeout_seconds:g}s",
+                )
+            total = sum(s.train_samples for s in live)
+            fsum = sum((s.feature_sum for s in live), np.zeros(len(self.spec.data.features)))
+            fsq = sum((s.feature_sum_sq for s in live), np.zeros(len(self.spec.data.features)))
+        mean = fsum / total
+        std = np.sqrt(np.maximum(fsq / total - mean * mean, 0.0))
+        weights = self._initial_weights(self.job, mean.astype(np.float32), std.astype(np.float32))
+        self._layout, self._global = flatten(weights)
+        meta = self._store(0, None, {}, {}, [])
+        with self._cond:
+            self._global_version = meta.version
+            self._served = {meta.version: self._served_bytes(self._global)}
+            self._set_phase(Phase.TRAINING, None)
+            self.status.set_condition(
+                "Ready",
+                ConditionStatus.TRUE,
+                "ParticipantsJoined",
+                f"{len(self._sessions.live())} participants connected",
+            )
+            self.status.set_condition(
+                "Training", ConditionStatus.TRUE, "RoundsRunning", f"0 of {self.spec.rounds} rounds"
+            )
+            self._publish()
+
+    def _served_bytes(self, flat: F32) -> bytes:
+        return to_safetensors_bytes(unflatten(self._layout, flat))
+
+    def _store(
+        self,
+        round_number: int,
+        parent: str | None,
+        metrics: dict[str, float],
+        train_metrics: dict[str, float],
+        participants: list[ParticipantContribution],
+        flat: F32 | None = None,
+    ) -> VersionMetadata:
+        weights = unflatten(self._layout, self._global if flat is None else flat)
+        return self._repo.write_version(
+            self.name,
+            weights,
+            NewVersion(
+                round=round_number,
+                parent_version=parent,
+                metrics=metrics,
+                train_metrics=train_metrics,
+                participants=participants,
+                strategy=self._strategy.name,
+            ),
+        )
+
+    def _train_task(self, rnd: TrainRound) -> pb.Task:
+        return pb.Task(
+            kind=pb.Task.TRAIN,
+            round=rnd.number,
+            model_version=rnd.base_version,
+            deadline_seconds=max(0.0, rnd.deadline - time.monotonic()),
+        )
+
+    def _round_done(self, rnd: TrainRound) -> bool:
+        """Closed early when every selected participant still connected has answered."""
+        waiting = [
+            n for n in rnd.pending() if self._sessions.current(n, rnd.selected[n]) is not None
+        ]
+        return len(rnd.received) >= self.spec.quorum and not waiting
+
+    def _train_round(self, number: int) -> None:
+        quorum = self.spec.quorum
+        timeout = self.spec.round_timeout_seconds
+        with self._cond:
+            deadline = time.monotonic() + timeout
+            if not self._cond.wait_for(
+                lambda: len(self._sessions.live()) >= quorum, timeout=timeout
+            ):
+                raise JobFailure(
+                    "QuorumLost",
+                    f"round {number}: only "
+                    f"{len(self._sessions.live())} participants connected, "
+                    f"quorum is {quorum}",
+                )
+            live = self._sessions.live()
+            rnd = TrainRound(
+                number=number,
+                base_version=self._global_version,
+                deadline=deadline,
+                aggregate=StreamingMean(self._global.size),
+                selected={s.participant: s.session_id for s in live},
+            )
+            self._round = rnd
+            self.status.current_round = number
+            self.metrics.current_round.set(number)
+            for s in live:
+                s.send(self._train_task(rnd))
+                self._participant_state(s.participant, ParticipantState.TRAINING)
+            self._publish()
+            self._cond.wait_for(
+                lambda: self._round_done(rnd), timeout=max(0.0, deadline - time.monotonic())
+            )
+            rnd.closed = True
+            received = dict(rnd.received)
+            if len(received) < quorum:
+                raise JobFailure(
+                    "RoundFailed",
+                    f"round {number}: {len(received)} of {quorum} required updates before the "
+                    f"{timeout:g}s deadline",
+                )
+        mean_delta = rnd.aggregate.mean()
+        candidate = self._strategy.apply(self._global, mean_delta)
+        if not np.isfinite(candidate).all():
+            raise JobFailure("RoundFailed", f"round {number}: aggregate is not finite")
+        metrics = self._evaluate(number, candidate)
+        total = sum(received.values())
+        train_metrics = {"loss": rnd.train_loss_sum / total} if rnd.train_loss_sum else {}
+        meta = self._store(
+            number,
+            self._global_version,
+            metrics,
+            train_metrics,
+            [ParticipantContribution(name=n, samples=k) for n, k in sorted(received.items())],
+            flat=candidate,
+        )
+        duration = time.monotonic() - rnd.started
+        with self._cond:
+            self._global = candidate
+            self._global_version = meta.version
+            self._served = {meta.version: self._served_bytes(candidate)}
+            self.status.add_round(
+                RoundStatus(
+                    round=number,
+                    duration_seconds=round(duration, 3),
+                    metrics=metrics,
+                    model_version=meta.version,
+                    participants=len(received),
+                    samples=total,
+                )
+            )
+            self.status.latest_model = ModelRef(
+                version=meta.version,
+                uri=self._repo.version_uri(self.name, meta.version),
+                round=number,
+                sha256=meta.sha256,
+                metrics=metrics,
+            )
+            self.status.set_condition(
+                "Training",
+                ConditionStatus.TRUE,
+                "RoundsRunning",
+                f"{number} of {self.spec.rounds} rounds",
+            )
+            self.metrics.rounds_completed.inc()
+            self.metrics.round_duration.observe(duration)
+            self._round = None
+            self._publish()
+
+    def _evaluate(self, number: int, candidate: F32) -> dict[str, float]:
+        """Ask every connected site to evaluate the candidate on its validation split."""
+        version = f"candidate-r{number}"
+        data = self._served_bytes(candidate)
+        with self._cond:
+            self._served[version] = data
+            live = self._sessions.live()
+            deadline = time.monotonic() + self.spec.round_timeout_seconds
+            ev = Evaluation(
+                round=number,
+                version=version,
+                deadline=deadline,
+                expected={s.participant: s.session_id for s in live},
+            )
+            self._eval = ev
+            for s in live:
+                s.send(
+                    pb.Task(
+                        kind=pb.Task.EVALUATE,
+                        round=number,
+                        model_version=version,
+                        deadline_seconds=self.spec.round_timeout_seconds,
+                    )
+                )
+
+            def done() -> bool:
+                waiting = [
+                    n
+                    for n in ev.expected
+                    if n not in ev.reports and self._sessions.current(n, ev.expected[n]) is not None
+                ]
+                return not waiting
+
+            self._cond.wait_for(done, timeout=self.spec.round_timeout_seconds)
+            self._eval = None
+            return ev.means()
+
+    def _finish(self, phase: Phase, reason: str, message: str) -> None:
+        with self._cond:
+            self._round = None
+            self._eval = None
+            self._set_phase(phase, message)
+            self.status.completion_time = utcnow()
+            ok = phase is Phase.SUCCEEDED
+            self.status.set_condition(
+                "Complete" if ok else "Failed", ConditionStatus.TRUE, reason, message
+            )
+            self.status.set_condition("Training", ConditionStatus.FALSE, reason, message)
+            done = pb.Task(kind=pb.Task.DONE, succeeded=ok, message=message)
+            for s in self._sessions.live():
+                s.send(done)
+            self.finished.set()
+            self._publish()
+
+
+def _read_vector(chunks: Iterator[bytes], size: int) -> F32:
+    """Copy streamed little-endian float32 bytes into one vector of exactly ``size`` values."""
+    out = np.empty(size, dtype=np.float32)
+    raw = memoryview(out).cast("B")
+    filled = 0
+    for chunk in chunks:
+        end = filled + len(chunk)
+        if end > raw.nbytes:
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "wrong_size",
+                f"update is larger than the model's {raw.nbytes} bytes",
+            )
+        raw[filled:end] = chunk
+        filled = end
+    if filled != raw.nbytes:
+        raise Rejected(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "wrong_size",
+            f"update has {filled} bytes, the model has {raw.nbytes}",
+        )
+    return out
+
+
+def _first_non_finite(layout: TensorLayout, vector: F32) -> str:
+    index = int(np.flatnonzero(~np.isfinite(vector))[0])
+    offset = 0
+    for name, shape in layout:
+        offset += math.prod(shape)
+        if index < offset:
+            return name
+    return "?"
+
+
+def _layout_diff(want: TensorLayout, got: TensorLayout) -> str:
+    wd, gd = dict(want), dict(got)
+    for name, shape in want:
+        if name not in gd:
+            return f"update lacks tensor {name!r}"
+        if gd[name] != shape:
+            return f"tensor {name!r} has shape {list(gd[name])}, the model's is {list(shape)}"
+    extra = [n for n in gd if n not in wd]
+    if extra:
+        return f"update has unknown tensor {extra[0]!r}"
+    return "tensors are not in the model's order"

@@ -1,0 +1,60 @@
+"""State of one training round and of one federated evaluation."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from fedcare.strategies import StreamingMean
+
+
+@dataclass
+class TrainRound:
+    """One round's bookkeeping: who was asked, who answered, the running aggregate."""
+
+    number: int
+    base_version: str
+    deadline: float
+    aggregate: StreamingMean
+    #: participant -> session id that was sent the task
+    selected: dict[str, str]
+    received: dict[str, int] = field(default_factory=dict)
+    #: participants whose update was refused for its content: done for this round
+    refused: dict[str, str] = field(default_factory=dict)
+    train_loss_sum: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    closed: bool = False
+
+    def pending(self) -> set[str]:
+        """Selected participants that have neither sent an update nor had one refused."""
+        return set(self.selected) - set(self.received) - set(self.refused)
+
+    def record(self, participant: str, samples: int, train_loss: float | None) -> None:
+        """Note an accepted update (already folded into the aggregate)."""
+        self.received[participant] = samples
+        if train_loss is not None:
+            self.train_loss_sum += train_loss * samples
+
+
+@dataclass
+class Evaluation:
+    """Federated evaluation of a candidate model: sample-weighted metric means."""
+
+    round: int
+    version: str
+    deadline: float
+    expected: dict[str, str]
+    reports: dict[str, int] = field(default_factory=dict)
+    sums: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def add(self, participant: str, samples: int, metrics: dict[str, float]) -> None:
+        """Fold one site's metrics, weighted by its validation samples."""
+        self.reports[participant] = samples
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value * samples
+            self.weights[key] = self.weights.get(key, 0.0) + samples
+
+    def means(self) -> dict[str, float]:
+        """Sample-weighted mean of each metric over the sites that reported it."""
+        return {k: self.sums[k] / self.weights[k] for k in sorted(self.sums) if self.weights[k]}

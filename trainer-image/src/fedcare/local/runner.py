@@ -1,0 +1,240 @@
+"""Run a FederatedJob manifest on this machine: a coordinator process and one trainer process per
+inline participant, talking mutual TLS over loopback, with certificates issued for this run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import yaml
+
+from fedcare.errors import FedcareError, JobFailed, SpecError
+from fedcare.pki import ROLE_OBSERVER, CertPair, create_ca, issue_client_cert, issue_server_cert
+from fedcare.spec import (
+    CoordinatorConfig,
+    FederatedJob,
+    FederatedJobStatus,
+    Phase,
+    TlsFiles,
+    TrainerConfig,
+    load_model,
+)
+from fedcare.transport import make_mtls_channel
+from fedcare.transport._generated import coordinator_pb2 as pb
+from fedcare.transport._generated import coordinator_pb2_grpc as pb_grpc
+
+log = logging.getLogger("fedcare.local")
+
+OBSERVER = "fedcare-observer"
+SERVER_NAME = "fedcare-coordinator"
+StatusCallback = Callable[[FederatedJobStatus], None]
+
+
+def _tls(ca: CertPair, own: CertPair) -> TlsFiles:
+    return TlsFiles(ca=str(ca.cert), cert=str(own.cert), key=str(own.key))
+
+
+def _write_yaml(path: Path, doc: dict[str, object]) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+@dataclass
+class LocalRun:
+    """One local execution of a job; :meth:`run` drives it from certificates to final status."""
+
+    job: FederatedJob
+    workdir: Path
+    on_status: StatusCallback | None = None
+    keep_workdir: bool = False
+    startup_timeout: float = 60.0
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> Path:
+        """Folder with one log file per process."""
+        return self.workdir / "logs"
+
+    def _check(self) -> None:
+        spec = self.job.spec
+        if not spec.participants:
+            raise SpecError(
+                "spec.participants: `fedcare run` needs the participants listed "
+                "inline (name and data path of each site)"
+            )
+        for i, p in enumerate(spec.participants):
+            if not Path(p.data.path).exists():
+                raise SpecError(f"spec.participants[{i}].data.path: {p.data.path}: no such file")
+
+    def _issue(self) -> tuple[CertPair, CertPair, CertPair, dict[str, CertPair]]:
+        pki = self.workdir / "pki"
+        ca = create_ca(pki, self.job.metadata.name)
+        server = issue_server_cert(
+            ca, pki, common_name=SERVER_NAME, sans=(SERVER_NAME, "localhost", "127.0.0.1")
+        )
+        observer = issue_client_cert(ca, pki, OBSERVER, role=ROLE_OBSERVER)
+        clients = {p.name: issue_client_cert(ca, pki, p.name) for p in self.job.spec.participants}
+        return ca, server, observer, clients
+
+    def _spawn(self, name: str, role: str, config: Path, threads: int | None = None) -> None:
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        log_file = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "fedcare", role, "--config", str(config)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        log_file.close()
+
+    def _wait_ports(self, port_file: Path) -> dict[str, int]:
+        deadline = time.monotonic() + self.startup_timeout
+        proc = self.processes["coordinator"]
+        while time.monotonic() < deadline:
+            if port_file.exists():
+                ports: dict[str, int] = json.loads(port_file.read_text())
+                return ports
+            if proc.poll() is not None:
+                raise JobFailed(
+                    f"coordinator exited at start-up: {_last_line(self.logs / 'coordinator.log')}"
+                )
+            time.sleep(0.05)
+        raise JobFailed(f"coordinator did not start within {self.startup_timeout:g}s")
+
+    def run(self) -> FederatedJobStatus:
+        """Start every process, follow the status stream to the end, return the final status."""
+        self._check()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        ca, server, observer, clients = self._issue()
+        port_file = self.workdir / "coordinator.ports.json"
+        coord_cfg = CoordinatorConfig(
+            job=self.job,
+            listen="127.0.0.1:0",
+            http_listen="127.0.0.1:0",
+            tls=_tls(ca, server),
+            port_file=str(port_file),
+            observers=[OBSERVER],
+        )
+        cfg_path = _write_yaml(self.workdir / "coordinator.yaml", coord_cfg.to_json_dict())
+        try:
+            self._spawn("coordinator", "coordinator", cfg_path)
+            ports = self._wait_ports(port_file)
+            self.http_port = ports["http"]
+            endpoint = f"127.0.0.1:{ports['grpc']}"
+            threads = max(1, (os.cpu_count() or 1) // len(clients))
+            for p in self.job.spec.participants:
+                tcfg = TrainerConfig(
+                    participant=p.name,
+                    job=self.job.metadata.name,
+                    coordinator=endpoint,
+                    server_name=SERVER_NAME,
+                    tls=_tls(ca, clients[p.name]),
+                    data=p.data,
+                    threads=threads,
+                )
+                path = _write_yaml(self.workdir / f"trainer-{p.name}.yaml", tcfg.to_json_dict())
+                self._spawn(f"trainer-{p.name}", "trainer", path, threads=threads)
+            status = self._follow(endpoint, _tls(ca, observer))
+            self._reap()
+            return status
+        finally:
+            self._kill_all()
+
+    def _follow(self, endpoint: str, tls: TlsFiles) -> FederatedJobStatus:
+        status: FederatedJobStatus | None = None
+        channel = make_mtls_channel(endpoint, tls, SERVER_NAME)
+        stub = pb_grpc.CoordinatorStub(channel)
+        try:
+            for event in stub.WatchStatus(pb.WatchRequest()):
+                status = FederatedJobStatus.model_validate_json(event.status_json)
+                if self.on_status is not None:
+                    self.on_status(status)
+                if status.phase in (Phase.SUCCEEDED, Phase.FAILED):
+                    break
+        except grpc.RpcError as err:
+            coord = self.processes["coordinator"]
+            try:
+                coord.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            last = _last_line(self.logs / "coordinator.log")
+            raise JobFailed(f"lost the coordinator ({err.code().name}): {last}") from None
+        finally:
+            channel.close()
+        if status is None or status.phase not in (Phase.SUCCEEDED, Phase.FAILED):
+            raise JobFailed("status stream ended before the job did")
+        return status
+
+    def _reap(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+
+    def _kill_all(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def run(
+    path: str | Path,
+    *,
+    workdir: str | Path | None = None,
+    on_status: StatusCallback | None = None,
+    keep_workdir: bool = False,
+    check: bool = True,
+) -> FederatedJobStatus:
+    """Run the FederatedJob manifest at ``path`` locally; returns its final status.
+
+    With ``check`` (default) a Failed job raises :class:`JobFailed` with its message.
+    Certificates, configs and per-process logs go to ``workdir`` (a temporary folder by
+    default, removed afterwards unless the job failed or ``keep_workdir`` is set).
+    """
+    job = load_model(FederatedJob, path)
+    temp = workdir is None
+    wd = (
+        Path(tempfile.mkdtemp(prefix=f"fedcare-{job.metadata.name}-"))
+        if temp
+        else Path(str(workdir))
+    )
+    wd.mkdir(parents=True, exist_ok=True)
+    ok = False
+    try:
+        status = LocalRun(job=job, workdir=wd, on_status=on_status).run()
+        ok = status.phase is Phase.SUCCEEDED
+        if check and not ok:
+            raise JobFailed(f"{status.message} (logs: {wd / 'logs'})")
+        return status
+    except FedcareError as err:
+        if not isinstance(err, SpecError) and "logs:" not in str(err):
+            raise type(err)(f"{err} (logs: {wd / 'logs'})") from None
+        raise
+    finally:
+        if temp and ok and not keep_workdir:
+            shutil.rmtree(wd, ignore_errors=True)

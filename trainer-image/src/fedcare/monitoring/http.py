@@ -1,0 +1,66 @@
+"""The coordinator's HTTP side: ``/status`` (JSON), ``/healthz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class HttpSide:
+    """A small threaded HTTP server; ``status_json`` is called on every ``GET /status``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        status_json: Callable[[], str],
+        registry: CollectorRegistry,
+        healthy: Callable[[], bool],
+    ) -> None:
+        side = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.split("?", 1)[0]
+                if path == "/status":
+                    side._send(self, 200, "application/json", status_json().encode())
+                elif path == "/healthz":
+                    ok = healthy()
+                    side._send(self, 200 if ok else 503, "text/plain", b"ok" if ok else b"down")
+                elif path == "/metrics":
+                    side._send(self, 200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                else:
+                    side._send(self, 404, "text/plain", b"not found")
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                return
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, code: int, ctype: str, body: bytes) -> None:
+        handler.send_response(code)
+        handler.send_header("Content-Type", ctype)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Cache-Control", "no-store")
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,219 @@
+"""A participant node: joins the coordinator, trains and evaluates locally, sends updates.
+
+Only model parameters, sample counts, aggregate feature statistics and metrics leave this
+process; the site's records never do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+import fedcare
+from fedcare.data import SiteData, load_site
+from fedcare.errors import FedcareError
+from fedcare.spec import FederatedJobSpec, TrainerConfig, load_model
+from fedcare.trainer.channel import ConnectTimeout, download, update_messages, with_retry
+from fedcare.transport import flatten, make_mtls_channel
+from fedcare.transport._generated import coordinator_pb2 as pb
+from fedcare.transport._generated import coordinator_pb2_grpc as pb_grpc
+
+log = logging.getLogger("fedcare.trainer")
+
+#: Exit codes of ``fedcare trainer``.
+EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_JOB_FAILED, EXIT_REPLACED = 0, 1, 2, 3, 4
+
+
+class ParticipantNode:
+    """One site's trainer. ``ParticipantNode(config_path=...).join_network()`` runs it."""
+
+    def __init__(
+        self, config_path: str | Path | None = None, config: TrainerConfig | None = None
+    ) -> None:
+        if config is None:
+            if config_path is None:
+                raise ValueError("pass config_path or config")
+            config = load_model(TrainerConfig, config_path)
+        self.config = config
+        self.name = config.participant
+        self._channel = make_mtls_channel(config.coordinator, config.tls, config.server_name)
+        self._stub = pb_grpc.CoordinatorStub(self._channel)
+
+    # -------------------------------------------------------------- set-up
+    def _setup(self) -> None:
+        import torch
+
+        from fedcare.models import build_model
+
+        cfg = self.config
+        desc = with_retry(
+            lambda: self._stub.DescribeJob(pb.DescribeJobRequest(), timeout=10),
+            cfg.connect_timeout_seconds,
+            "describe job",
+        )
+        self.spec = FederatedJobSpec.model_validate_json(desc.job_spec_json)
+        self.site: SiteData = load_site(cfg.data, self.spec.data, seed=self.spec.training.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        want = cfg.device
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(want)
+        n_features = len(self.spec.data.features)
+        self.model = build_model(
+            self.spec.model, self.spec.task, n_features, seed=self.spec.training.seed
+        ).to(self.device)
+        s = self.site
+        self.x_train = torch.from_numpy(s.x_train).to(self.device)
+        self.y_train = torch.from_numpy(s.y_train).to(self.device)
+        self.x_val = torch.from_numpy(s.x_val).to(self.device)
+        self.y_val = torch.from_numpy(s.y_val).to(self.device)
+        log.info(
+            "%s: %d training and %d validation rows on %s",
+            self.name,
+            len(s.y_train),
+            len(s.y_val),
+            self.device,
+        )
+
+    def _join(self) -> str:
+        x = self.site.x_train.astype(np.float64)
+        request = pb.JoinRequest(
+            train_samples=len(self.site.y_train),
+            validation_samples=len(self.site.y_val),
+            client_version=fedcare.__version__,
+            feature_sum=x.sum(axis=0).tolist(),
+            feature_sum_sq=(x * x).sum(axis=0).tolist(),
+        )
+        resp = with_retry(
+            lambda: self._stub.Join(request, timeout=30),
+            self.config.connect_timeout_seconds,
+            "join",
+        )
+        log.info("%s joined job %s (session %s)", self.name, resp.job, resp.session_id[:8])
+        return str(resp.session_id)
+
+    # -------------------------------------------------------------- tasks
+    def _load(self, session_id: str, version: str) -> None:
+        import torch
+
+        weights = download(self._stub, session_id, version)
+        state = {k: torch.from_numpy(v) for k, v in weights.items()}
+        self.model.load_state_dict(state, strict=True)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+
+    def _train(self, session_id: str, task: pb.Task) -> None:
+        from fedcare.training import train_local
+
+        self._load(session_id, task.model_version)
+        layout, base = flatten(self._state())
+        started = time.monotonic()
+        metrics = train_local(
+            self.model,
+            self.x_train,
+            self.y_train,
+            self.spec.training,
+            self.spec.task,
+            seed=self.spec.training.seed + int(task.round),
+        )
+        _, local = flatten(self._state())
+        delta = np.subtract(local, base, dtype=np.float32)
+        header = pb.UpdateHeader(
+            session_id=session_id,
+            round=task.round,
+            base_version=task.model_version,
+            num_samples=len(self.site.y_train),
+            train_metrics=metrics,
+        )
+        try:
+            ack = self._stub.UploadUpdate(update_messages(header, layout, delta), timeout=600)
+            log.info(
+                "%s: round %d trained in %.2fs; %s",
+                self.name,
+                task.round,
+                time.monotonic() - started,
+                ack.detail,
+            )
+        except grpc.RpcError as err:
+            if err.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}:
+                raise
+            log.warning(
+                "%s: round %d update refused: %s: %s",
+                self.name,
+                task.round,
+                err.code().name,
+                err.details(),
+            )
+
+    def _evaluate(self, session_id: str, task: pb.Task) -> None:
+        from fedcare.training import evaluate
+
+        self._load(session_id, task.model_version)
+        metrics = evaluate(self.model, self.x_val, self.y_val, self.spec.task)
+        clean = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+        report = pb.EvaluationReport(
+            session_id=session_id,
+            round=task.round,
+            model_version=task.model_version,
+            num_samples=len(self.site.y_val),
+            metrics=clean,
+        )
+        try:
+            self._stub.ReportEvaluation(report, timeout=60)
+        except grpc.RpcError as err:
+            if err.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}:
+                raise
+            log.warning("%s: evaluation refused: %s", self.name, err.details())
+
+    def _session(self) -> int | None:
+        """One session: join, follow tasks. Returns an exit code, or None to reconnect."""
+        session_id = self._join()
+        for task in self._stub.Tasks(pb.TasksRequest(session_id=session_id)):
+            if task.kind == pb.Task.TRAIN:
+                self._train(session_id, task)
+            elif task.kind == pb.Task.EVALUATE:
+                self._evaluate(session_id, task)
+            elif task.kind == pb.Task.DONE:
+                log.info("%s: job ended: %s", self.name, task.message)
+                return EXIT_OK if task.succeeded else EXIT_JOB_FAILED
+        return None
+
+    def join_network(self) -> int:
+        """Run until the job ends; returns the process exit code."""
+        try:
+            self._setup()
+            while True:
+                try:
+                    code = self._session()
+                except grpc.RpcError as err:
+                    if err.code() == grpc.StatusCode.ABORTED:
+                        log.error("%s: %s", self.name, err.details())
+                        return EXIT_REPLACED
+                    if err.code() not in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}:
+                        raise
+                    code = None
+                if code is not None:
+                    return code
+                # The stream broke without DONE: the coordinator restarted or the network
+                # dropped. Join again (with_retry gives up after connect_timeout_seconds).
+                log.info("%s: lost the coordinator; reconnecting", self.name)
+                time.sleep(0.5)
+        except ConnectTimeout as err:
+            log.error("%s: %s", self.name, err)
+            return EXIT_ERROR
+        except grpc.RpcError as err:
+            log.error(
+                "%s: refused by the coordinator: %s: %s", self.name, err.code().name, err.details()
+            )
+            return EXIT_REFUSED
+        except FedcareError as err:
+            log.error("%s: %s", self.name, err)
+            return EXIT_ERROR
+        finally:
+            self._channel.close()

@@ -1,0 +1,33 @@
+"""gRPC transport: the one place where servers and channels are built (always mutual TLS)."""
+
+from fedcare.transport.channel import (
+    CHUNK_BYTES,
+    GRPC_OPTIONS,
+    MAX_MESSAGE_BYTES,
+    add_mtls_port,
+    make_mtls_channel,
+    make_server,
+    peer_identity,
+)
+from fedcare.transport.tensors import (
+    TensorLayout,
+    flatten,
+    iter_byte_chunks,
+    layout_of,
+    unflatten,
+)
+
+__all__ = [
+    "CHUNK_BYTES",
+    "GRPC_OPTIONS",
+    "MAX_MESSAGE_BYTES",
+    "TensorLayout",
+    "add_mtls_port",
+    "flatten",
+    "iter_byte_chunks",
+    "layout_of",
+    "make_mtls_channel",
+    "make_server",
+    "peer_identity",
+    "unflatten",
+]
