@@ -1,0 +1,165 @@
+"""Local training and evaluation over in-memory tensors (no DataLoader: slices of a permutation).
+
+Tensors may live on any device; the work happens where ``x`` is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from fedcare.spec.job import Metric, Optimizer, Task, TrainingSpec
+from fedcare.training import metrics
+
+EVAL_BATCH = 65536
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], training: TrainingSpec
+) -> torch.optim.Optimizer:
+    """The optimizer ``training`` names (Adam ignores ``momentum``).
+
+    Uses torch's fused implementation when every parameter allows it (about 10% faster per
+    epoch of a small MLP on CPU), else the default one.
+    """
+    plist = list(params)
+    fused = bool(plist) and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in plist
+    )
+    lr, wd = training.learning_rate, training.weight_decay
+    if training.optimizer is Optimizer.SGD:
+        momentum = training.momentum
+        if fused:
+            try:
+                return torch.optim.SGD(plist, lr=lr, momentum=momentum, weight_decay=wd, fused=True)
+            except (RuntimeError, ValueError):
+                pass
+        return torch.optim.SGD(plist, lr=lr, momentum=momentum, weight_decay=wd)
+    if fused:
+        try:
+            return torch.optim.Adam(plist, lr=lr, weight_decay=wd, fused=True)
+        except (RuntimeError, ValueError):
+            pass
+    return torch.optim.Adam(plist, lr=lr, weight_decay=wd)
+
+
+def loss_function(task: Task) -> LossFn:
+    """BCE on logits for binary classification, mean squared error for regression."""
+    if task is Task.BINARY_CLASSIFICATION:
+        return functional.binary_cross_entropy_with_logits
+    return functional.mse_loss
+
+
+def train_local(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    training: TrainingSpec,
+    task: Task,
+    seed: int,
+) -> dict[str, float]:
+    """Train ``model`` in place on ``(x, y)``; returns ``{"loss": ...}``.
+
+    Runs ``training.steps`` mini-batches when set, else ``training.epochs`` whole epochs
+    (one if neither is set). Each pass over the data uses a fresh permutation from a
+    generator seeded with ``seed``, sliced into ``batch_size`` batches (the last may be
+    smaller); dropout is seeded too, and the global RNG is left as it was. The loss reported
+    is the sample-weighted mean over the last (possibly partial, in steps mode) pass.
+    """
+    n = int(x.shape[0])
+    if n == 0:
+        raise ValueError("cannot train on an empty training set")
+    y = y.reshape(-1)
+    if y.shape[0] != n:
+        raise ValueError(f"x has {n} rows but y has {y.shape[0]} values")
+    if y.dtype != x.dtype:
+        y = y.to(dtype=x.dtype if x.is_floating_point() else torch.float32)
+    device = x.device
+    batch = min(training.batch_size, n)
+    per_pass = math.ceil(n / batch)
+    total = training.steps if training.steps is not None else (training.epochs or 1) * per_pass
+    optimizer = make_optimizer(model.parameters(), training)
+    loss_fn = loss_function(task)
+    generator = torch.Generator().manual_seed(seed)
+    cuda: list[int] = []
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    model.train()
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)  # dropout on CPU
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)  # dropout on the GPU
+        done = 0
+        while True:
+            perm = torch.randperm(n, generator=generator).to(device)
+            take = min(per_pass, total - done)
+            loss_sum = _train_pass(model, x, y, perm, batch, take, optimizer, loss_fn)
+            done += take
+            if done >= total:
+                break
+    seen = min(take * batch, n)
+    return {Metric.LOSS.value: loss_sum / seen}
+
+
+def _train_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    perm: torch.Tensor,
+    batch: int,
+    take: int,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+) -> float:
+    """Train on the first ``take`` ``batch``-sized slices of ``perm``; the summed sample loss."""
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    for b in range(take):
+        idx = perm[b * batch : (b + 1) * batch]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x.index_select(0, idx)), y.index_select(0, idx))
+        torch.autograd.backward(loss)
+        optimizer.step()
+        loss_sum += loss.detach() * idx.numel()
+    return float(loss_sum.item())
+
+
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Model outputs for ``x`` in eval mode, in batches of 65536, without gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            parts = [model(x[i : i + EVAL_BATCH]) for i in range(0, int(x.shape[0]), EVAL_BATCH)]
+    finally:
+        model.train(was_training)
+    if not parts:
+        return torch.empty(0, device=x.device)
+    return torch.cat(parts).reshape(-1)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task) -> dict[str, float]:
+    """Metrics of ``model`` on ``(x, y)``: loss, accuracy, auroc (binary) or loss, mse, mae.
+
+    Accuracy thresholds the sigmoid at 0.5. Metrics of an empty set are ``nan``.
+    """
+    out = predict(model, x).to(dtype=torch.float64).cpu().numpy()
+    truth = y.detach().to(dtype=torch.float64).cpu().numpy().reshape(-1)
+    if task is Task.BINARY_CLASSIFICATION:
+        return {
+            Metric.LOSS.value: metrics.bce_with_logits(truth, out),
+            Metric.ACCURACY.value: metrics.accuracy(truth, (out >= 0.0).astype(np.float64)),
+            Metric.AUROC.value: metrics.auroc(truth, out),
+        }
+    err = metrics.mse(truth, out)
+    return {
+        Metric.LOSS.value: err,
+        Metric.MSE.value: err,
+        Metric.MAE.value: metrics.mae(truth, out),
+    }
