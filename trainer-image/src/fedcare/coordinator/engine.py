@@ -219,7 +219,7 @@ class Engine:
             rnd.selected[name] = session.session_id
             session.send(self._train_task(rnd))
         ev = self._eval
-        if ev is not None and name in ev.expected and name not in ev.reports:
+        if ev is not None and name in ev.waiting_for():
             ev.expected[name] = session.session_id
             session.send(
                 pb.Task(
@@ -394,18 +394,13 @@ class Engine:
             self._publish()
 
     def report_evaluation(self, session: Session, report: pb.EvaluationReport) -> None:
-        """Fold one site's evaluation of the candidate model."""
+        """Fold one site's evaluation of the candidate model.
+
+        A report refused for its content ends that site's part in the evaluation, as with
+        updates, so the evaluation does not wait for it until the deadline.
+        """
         metrics = dict(report.metrics)
-        if report.num_samples <= 0:
-            raise Rejected(
-                grpc.StatusCode.INVALID_ARGUMENT, "bad_sample_count", "num_samples must be positive"
-            )
-        if not all(math.isfinite(v) for v in metrics.values()):
-            raise Rejected(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "non_finite",
-                "evaluation metrics contain NaN or Inf",
-            )
+        name = session.participant
         with self._cond:
             ev = self._eval
             if ev is None or ev.round != report.round or ev.version != report.model_version:
@@ -414,17 +409,34 @@ class Engine:
                     "stale_round",
                     f"no evaluation open for round {report.round}",
                 )
-            if ev.expected.get(session.participant) != session.session_id:
+            if ev.expected.get(name) != session.session_id:
                 raise Rejected(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "not_selected",
-                    f"{session.participant!r} was not asked to evaluate",
+                    f"{name!r} was not asked to evaluate",
                 )
-            if session.participant in ev.reports:
+            if name in ev.reports or name in ev.refused:
                 raise Rejected(
                     grpc.StatusCode.ALREADY_EXISTS, "duplicate", "evaluation already reported"
                 )
-            ev.add(session.participant, int(report.num_samples), metrics)
+            problem = None
+            if not 0 < report.num_samples <= session.validation_samples:
+                problem = Rejected(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "bad_sample_count",
+                    f"num_samples {report.num_samples} outside 1..{session.validation_samples}",
+                )
+            elif not all(math.isfinite(v) for v in metrics.values()):
+                problem = Rejected(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "non_finite",
+                    "evaluation metrics contain NaN or Inf",
+                )
+            if problem is not None:
+                ev.refused.add(name)
+                self._cond.notify_all()
+                raise problem
+            ev.add(name, int(report.num_samples), metrics)
             self._cond.notify_all()
 
     # ----------------------------------------------------------------- the job
@@ -653,12 +665,11 @@ class Engine:
                 )
 
             def done() -> bool:
-                waiting = [
+                return not [
                     n
-                    for n in ev.expected
-                    if n not in ev.reports and self._sessions.current(n, ev.expected[n]) is not None
+                    for n in ev.waiting_for()
+                    if self._sessions.current(n, ev.expected[n]) is not None
                 ]
-                return not waiting
 
             self._cond.wait_for(done, timeout=self.spec.round_timeout_seconds)
             self._eval = None

@@ -45,8 +45,14 @@ class Evaluation:
     deadline: float
     expected: dict[str, str]
     reports: dict[str, int] = field(default_factory=dict)
+    #: participants whose report was refused for its content: done for this evaluation
+    refused: set[str] = field(default_factory=set)
     sums: dict[str, float] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
+
+    def waiting_for(self) -> set[str]:
+        """Participants asked to evaluate that have neither reported nor been refused."""
+        return set(self.expected) - set(self.reports) - self.refused
 
     def add(self, participant: str, samples: int, metrics: dict[str, float]) -> None:
         """Fold one site's metrics, weighted by its validation samples."""

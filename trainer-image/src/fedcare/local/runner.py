@@ -24,6 +24,7 @@ from fedcare.spec import (
     CoordinatorConfig,
     FederatedJob,
     FederatedJobStatus,
+    InlineParticipant,
     Phase,
     TlsFiles,
     TrainerConfig,
@@ -123,44 +124,54 @@ class LocalRun:
             time.sleep(0.05)
         raise JobFailed(f"coordinator did not start within {self.startup_timeout:g}s")
 
-    def run(self) -> FederatedJobStatus:
-        """Start every process, follow the status stream to the end, return the final status."""
+    def prepare(self) -> None:
+        """Check the job, issue this run's certificates and write the coordinator's config."""
         self._check()
         self.logs.mkdir(parents=True, exist_ok=True)
-        ca, server, observer, clients = self._issue()
-        port_file = self.workdir / "coordinator.ports.json"
-        coord_cfg = CoordinatorConfig(
-            job=self.job,
-            listen="127.0.0.1:0",
-            http_listen="127.0.0.1:0",
-            tls=_tls(ca, server),
-            port_file=str(port_file),
-            observers=[OBSERVER],
-        )
-        cfg_path = _write_yaml(self.workdir / "coordinator.yaml", coord_cfg.to_json_dict())
+        self.ca, self.server_cert, self.observer_cert, self.client_certs = self._issue()
+        self.port_file = self.workdir / "coordinator.ports.json"
+        coord_cfg = CoordinatorConfig(job=self.job, listen="127.0.0.1:0",
+                                      http_listen="127.0.0.1:0",
+                                      tls=_tls(self.ca, self.server_cert),
+                                      port_file=str(self.port_file), observers=[OBSERVER])
+        self.coordinator_config = _write_yaml(self.workdir / "coordinator.yaml",
+                                              coord_cfg.to_json_dict())
+
+    def start_coordinator(self) -> str:
+        """Start the coordinator process; returns its gRPC endpoint once it serves."""
+        self._spawn("coordinator", "coordinator", self.coordinator_config)
+        ports = self._wait_ports(self.port_file)
+        self.http_port = ports["http"]
+        self.endpoint = f"127.0.0.1:{ports['grpc']}"
+        return self.endpoint
+
+    def start_trainer(self, participant: InlineParticipant) -> None:
+        """Start one site's trainer process."""
+        threads = max(1, (os.cpu_count() or 1) // len(self.job.spec.participants))
+        tcfg = TrainerConfig(participant=participant.name, job=self.job.metadata.name,
+                             coordinator=self.endpoint, server_name=SERVER_NAME,
+                             tls=_tls(self.ca, self.client_certs[participant.name]),
+                             data=participant.data, threads=threads)
+        path = _write_yaml(self.workdir / f"trainer-{participant.name}.yaml",
+                           tcfg.to_json_dict())
+        self._spawn(f"trainer-{participant.name}", "trainer", path, threads=threads)
+
+    def follow(self) -> FederatedJobStatus:
+        """Follow the status stream (as an observer) until the job ends."""
+        return self._follow(self.endpoint, _tls(self.ca, self.observer_cert))
+
+    def run(self) -> FederatedJobStatus:
+        """Start every process, follow the status stream to the end, return the final status."""
+        self.prepare()
         try:
-            self._spawn("coordinator", "coordinator", cfg_path)
-            ports = self._wait_ports(port_file)
-            self.http_port = ports["http"]
-            endpoint = f"127.0.0.1:{ports['grpc']}"
-            threads = max(1, (os.cpu_count() or 1) // len(clients))
+            self.start_coordinator()
             for p in self.job.spec.participants:
-                tcfg = TrainerConfig(
-                    participant=p.name,
-                    job=self.job.metadata.name,
-                    coordinator=endpoint,
-                    server_name=SERVER_NAME,
-                    tls=_tls(ca, clients[p.name]),
-                    data=p.data,
-                    threads=threads,
-                )
-                path = _write_yaml(self.workdir / f"trainer-{p.name}.yaml", tcfg.to_json_dict())
-                self._spawn(f"trainer-{p.name}", "trainer", path, threads=threads)
-            status = self._follow(endpoint, _tls(ca, observer))
-            self._reap()
+                self.start_trainer(p)
+            status = self.follow()
+            self.reap()
             return status
         finally:
-            self._kill_all()
+            self.stop()
 
     def _follow(self, endpoint: str, tls: TlsFiles) -> FederatedJobStatus:
         status: FederatedJobStatus | None = None
@@ -187,7 +198,8 @@ class LocalRun:
             raise JobFailed("status stream ended before the job did")
         return status
 
-    def _reap(self, timeout: float = 30.0) -> None:
+    def reap(self, timeout: float = 30.0) -> None:
+        """Wait for every process to exit (terminating stragglers after ``timeout``)."""
         deadline = time.monotonic() + timeout
         for proc in self.processes.values():
             try:
@@ -195,7 +207,8 @@ class LocalRun:
             except subprocess.TimeoutExpired:
                 proc.terminate()
 
-    def _kill_all(self) -> None:
+    def stop(self) -> None:
+        """Kill whatever is still running."""
         for proc in self.processes.values():
             if proc.poll() is None:
                 proc.kill()

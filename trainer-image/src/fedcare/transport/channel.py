@@ -19,10 +19,21 @@ MAX_MESSAGE_BYTES = 8 << 20
 GRPC_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+#: Clients ping every 20 s so a dead coordinator is noticed on idle task streams.
+_CLIENT_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+]
+#: The server must accept those pings, or it answers GOAWAY "too many pings" (gRPC's default
+#: minimum is 5 minutes between pings without data).
+_SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
 ]
 
 
@@ -37,7 +48,7 @@ def make_server(max_workers: int) -> grpc.Server:
     """A gRPC server with fedcare's options; add ports with :func:`add_mtls_port`."""
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        options=GRPC_OPTIONS,
+        options=[*GRPC_OPTIONS, *_SERVER_OPTIONS],
         maximum_concurrent_rpcs=None,
     )
 
@@ -64,6 +75,7 @@ def make_mtls_channel(target: str, tls: TlsFiles, server_name: str) -> grpc.Chan
     )
     options: list[tuple[str, int | str]] = [
         *GRPC_OPTIONS,
+        *_CLIENT_OPTIONS,
         ("grpc.ssl_target_name_override", server_name),
         ("grpc.enable_retries", 0),
     ]

@@ -8,15 +8,16 @@ from math import prod
 import numpy as np
 import numpy.typing as npt
 
-#: ``(name, shape)`` of each tensor, in the order their bytes are concatenated.
+#: ``(name, shape)`` of each tensor, in the order their bytes are concatenated: sorted by name,
+#: the order safetensors files use, so a layout read from a downloaded model is the canonical one.
 TensorLayout = tuple[tuple[str, tuple[int, ...]], ...]
 
 F32 = npt.NDArray[np.float32]
 
 
 def layout_of(named: Mapping[str, npt.NDArray[np.generic]]) -> TensorLayout:
-    """The layout of ``named`` in its iteration order."""
-    return tuple((name, tuple(int(d) for d in arr.shape)) for name, arr in named.items())
+    """The canonical layout of ``named``: tensors sorted by name."""
+    return tuple((name, tuple(int(d) for d in named[name].shape)) for name in sorted(named))
 
 
 def layout_size(layout: TensorLayout) -> int:
@@ -25,11 +26,12 @@ def layout_size(layout: TensorLayout) -> int:
 
 
 def flatten(named: Mapping[str, npt.NDArray[np.generic]]) -> tuple[TensorLayout, F32]:
-    """Concatenate tensors (as float32) into one contiguous vector."""
+    """Concatenate tensors (as float32, sorted by name) into one contiguous vector."""
     layout = layout_of(named)
     out = np.empty(layout_size(layout), dtype=np.float32)
     offset = 0
-    for arr in named.values():
+    for name, _ in layout:
+        arr = named[name]
         n = arr.size
         out[offset : offset + n] = np.asarray(arr, dtype=np.float32).reshape(-1)
         offset += n
