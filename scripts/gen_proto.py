@@ -55,11 +55,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
         generate(fresh)
-        drift = [n for n in [*FILES, "__init__.py"] if not (OUT / n).exists()
-                 or not filecmp.cmp(fresh / n, OUT / n, shallow=False)]
+        drift = [
+            n
+            for n in [*FILES, "__init__.py"]
+            if not (OUT / n).exists() or not filecmp.cmp(fresh / n, OUT / n, shallow=False)
+        ]
     if drift:
-        print(f"generated stubs drifted: {', '.join(drift)}; run scripts/gen_proto.py",
-              file=sys.stderr)
+        print(
+            f"generated stubs drifted: {', '.join(drift)}; run scripts/gen_proto.py",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

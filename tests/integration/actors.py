@@ -46,19 +46,22 @@ def wait_for(run: LocalRun, predicate: str, timeout: float = 60.0) -> FederatedJ
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         s = status(run)
-        if eval(predicate, {}, {"s": s}):  # noqa: S307 - test-only, fixed strings
+        if eval(predicate, {}, {"s": s}):
             return s
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {predicate}: {status(run)}")
 
 
-def stub_for(run: LocalRun, own: CertPair | None, ca: Path | None = None) -> pb_grpc.CoordinatorStub:
+def stub_for(
+    run: LocalRun, own: CertPair | None, ca: Path | None = None
+) -> pb_grpc.CoordinatorStub:
     """A stub presenting ``own`` (None: no client certificate) and trusting ``ca``."""
     ca_path = ca or run.ca.cert
     if own is None:
         creds = grpc.ssl_channel_credentials(root_certificates=ca_path.read_bytes())
         channel = grpc.secure_channel(
-            run.endpoint, creds, options=[("grpc.ssl_target_name_override", SERVER_NAME)])
+            run.endpoint, creds, options=[("grpc.ssl_target_name_override", SERVER_NAME)]
+        )
     else:
         tls = TlsFiles(ca=str(ca_path), cert=str(own.cert), key=str(own.key))
         channel = make_mtls_channel(run.endpoint, tls, SERVER_NAME)
@@ -67,16 +70,28 @@ def stub_for(run: LocalRun, own: CertPair | None, ca: Path | None = None) -> pb_
 
 def join_request(n_features: int, samples: int = 100) -> pb.JoinRequest:
     """A plausible join request (standardized statistics: mean 0, variance 1)."""
-    return pb.JoinRequest(train_samples=samples, validation_samples=20,
-                          feature_sum=[0.0] * n_features, feature_sum_sq=[float(samples)] *
-                          n_features)
+    return pb.JoinRequest(
+        train_samples=samples,
+        validation_samples=20,
+        feature_sum=[0.0] * n_features,
+        feature_sum_sq=[float(samples)] * n_features,
+    )
 
 
-def update_stream(session_id: str, task: pb.Task, layout: list[tuple[str, list[int]]],
-                  values: np.ndarray, samples: int = 100) -> Iterator[pb.UpdateChunk]:
+def update_stream(
+    session_id: str,
+    task: pb.Task,
+    layout: list[tuple[str, list[int]]],
+    values: np.ndarray,
+    samples: int = 100,
+) -> Iterator[pb.UpdateChunk]:
     """An update's client stream with arbitrary values (may be malicious)."""
-    header = pb.UpdateHeader(session_id=session_id, round=task.round,
-                             base_version=task.model_version, num_samples=samples)
+    header = pb.UpdateHeader(
+        session_id=session_id,
+        round=task.round,
+        base_version=task.model_version,
+        num_samples=samples,
+    )
     header.tensors.extend(pb.TensorInfo(name=n, shape=s) for n, s in layout)
     yield pb.UpdateChunk(header=header)
     yield pb.UpdateChunk(data=np.ascontiguousarray(values, dtype="<f4").tobytes())
@@ -87,7 +102,7 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in metrics_text.splitlines():
         if line.startswith(name + "{"):
-            lab, _, value = line[len(name) + 1:].partition("} ")
+            lab, _, value = line[len(name) + 1 :].partition("} ")
             if ",".join(sorted(lab.split(","))) == want:
                 return float(value)
     return 0.0

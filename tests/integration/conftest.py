@@ -53,8 +53,12 @@ def make_job(tmp_path: Path, breast_cancer_sites: list[Path]) -> JobFactory:
                 "minParticipants": len(sites),
                 "joinTimeoutSeconds": 60,
                 "roundTimeoutSeconds": 60,
-                "training": {"epochs": 5, "batchSize": 32, "optimizer": "adam",
-                             "learningRate": 0.05},
+                "training": {
+                    "epochs": 5,
+                    "batchSize": 32,
+                    "optimizer": "adam",
+                    "learningRate": 0.05,
+                },
                 "repository": {"uri": f"file://{tmp_path / 'models'}"},
                 "participants": [
                     {"name": f"hospital-{chr(ord('a') + i)}", "data": {"path": str(p)}}

@@ -10,8 +10,19 @@ from fedcare.spec import Phase
 from tests.integration.actors import start_job, wait_for
 from tests.integration.conftest import JobFactory
 
-SYNTH = ["age", "sex", "num_comorbidities", "num_medications", "hba1c", "creatinine",
-         "systolic_bp", "bmi", "length_of_stay", "prior_admissions", "emergency_admission"]
+SYNTH = [
+    "age",
+    "sex",
+    "num_comorbidities",
+    "num_medications",
+    "hba1c",
+    "creatinine",
+    "systolic_bp",
+    "bmi",
+    "length_of_stay",
+    "prior_admissions",
+    "emergency_admission",
+]
 
 
 def test_trainer_killed_mid_round_round_closes_at_quorum(
@@ -21,7 +32,9 @@ def test_trainer_killed_mid_round_round_closes_at_quorum(
     survivors (quorum 2) and the job finishes every round."""
     sites = synthesize(3, 60_000, tmp_path / "data", fmt="parquet", seed=3)
     manifest = make_job(
-        sites=sites, rounds=4, minResponses=2,
+        sites=sites,
+        rounds=4,
+        minResponses=2,
         model={"name": "mlp", "hiddenUnits": [64, 64]},
         data={"features": SYNTH, "label": "readmitted"},
         training={"epochs": 2, "batchSize": 64, "learningRate": 0.001},

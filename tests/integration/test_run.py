@@ -15,8 +15,14 @@ from tests.integration.conftest import JobFactory
 
 
 def _fedcare(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedcare", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=240, env=dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-m", "fedcare", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=240,
+        env=dict(os.environ),
+    )
 
 
 def test_breast_cancer_three_sites_reaches_auroc(make_job: JobFactory, tmp_path: Path) -> None:
@@ -44,8 +50,7 @@ def test_breast_cancer_three_sites_reaches_auroc(make_job: JobFactory, tmp_path:
     assert last.version == status["latestModel"]["version"]
     assert last.sha256 == status["latestModel"]["sha256"]
     assert last.metrics["auroc"] == final["metrics"]["auroc"]
-    assert sorted(p.name for p in last.participants) == ["hospital-a", "hospital-b",
-                                                          "hospital-c"]
+    assert sorted(p.name for p in last.participants) == ["hospital-a", "hospital-b", "hospital-c"]
     weights = repo.read_weights("bc", last.version)
     assert set(weights) >= {"input_mean", "input_std"}
 
@@ -63,8 +68,9 @@ def test_cli_table_output_and_models_list(make_job: JobFactory, tmp_path: Path) 
     show = _fedcare("models", "show", "bc", "v0003", "--repo", str(tmp_path / "models"))
     assert json.loads(show.stdout)["round"] == 2
     out = tmp_path / "export"
-    exported = _fedcare("models", "export", "bc", "v0003", "--out", str(out),
-                        "--repo", str(tmp_path / "models"))
+    exported = _fedcare(
+        "models", "export", "bc", "v0003", "--out", str(out), "--repo", str(tmp_path / "models")
+    )
     assert exported.returncode == 0, exported.stderr
     assert Path(exported.stdout.strip()).exists()
 
@@ -102,8 +108,14 @@ def test_bad_manifests_give_one_line_errors(make_job: JobFactory, tmp_path: Path
     line = _one_line_error(_fedcare("run", str(path)))
     assert "spec.training.batchSize" in line
 
-    missing = dict(good, spec=dict(good["spec"], participants=[
-        {"name": "hospital-a", "data": {"path": str(tmp_path / "nope.csv")}}], minParticipants=1))
+    missing = dict(
+        good,
+        spec=dict(
+            good["spec"],
+            participants=[{"name": "hospital-a", "data": {"path": str(tmp_path / "nope.csv")}}],
+            minParticipants=1,
+        ),
+    )
     path.write_text(yaml.safe_dump(missing))
     line = _one_line_error(_fedcare("run", str(path)))
     assert "spec.participants[0].data.path" in line and "no such file" in line

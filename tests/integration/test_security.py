@@ -120,8 +120,12 @@ def test_bad_updates_refused_round_goes_on(
         tasks = mallory.Tasks(pb.TasksRequest(session_id=session))
         task = next(tasks)
         assert task.kind == pb.Task.TRAIN and task.round == 1
-        model = b"".join(c.data for c in mallory.DownloadModel(
-            pb.ModelRequest(session_id=session, model_version=task.model_version)))
+        model = b"".join(
+            c.data
+            for c in mallory.DownloadModel(
+                pb.ModelRequest(session_id=session, model_version=task.model_version)
+            )
+        )
         from fedcare.repository import from_safetensors_bytes
 
         weights = from_safetensors_bytes(model)
@@ -129,45 +133,66 @@ def test_bad_updates_refused_round_goes_on(
         size = sum(v.size for v in weights.values())
 
         future = pb.Task(round=task.round + 1, model_version=task.model_version)
-        err = _code(lambda: mallory.UploadUpdate(
-            update_stream(session, future, layout, np.zeros(size)), timeout=10))
+        err = _code(
+            lambda: mallory.UploadUpdate(
+                update_stream(session, future, layout, np.zeros(size)), timeout=10
+            )
+        )
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "has not started" in str(err.details())
 
         nan = np.zeros(size, dtype=np.float32)
         nan[3] = np.nan
-        err = _code(lambda: mallory.UploadUpdate(
-            update_stream(session, task, layout, nan), timeout=10))
+        err = _code(
+            lambda: mallory.UploadUpdate(update_stream(session, task, layout, nan), timeout=10)
+        )
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "NaN or Inf" in str(err.details())
 
-        again = _code(lambda: mallory.UploadUpdate(
-            update_stream(session, task, layout, np.zeros(size)), timeout=10))
+        again = _code(
+            lambda: mallory.UploadUpdate(
+                update_stream(session, task, layout, np.zeros(size)), timeout=10
+            )
+        )
         assert again.code() == grpc.StatusCode.ALREADY_EXISTS  # one vote per round, refused or not
 
         metrics = http_get(run, "/metrics")
-        assert metric_value(metrics, "fedcare_updates_rejected_total", job="bc",
-                            reason="non_finite") == 1.0
-        assert metric_value(metrics, "fedcare_updates_rejected_total", job="bc",
-                            reason="future_round") == 1.0
+        assert (
+            metric_value(metrics, "fedcare_updates_rejected_total", job="bc", reason="non_finite")
+            == 1.0
+        )
+        assert (
+            metric_value(metrics, "fedcare_updates_rejected_total", job="bc", reason="future_round")
+            == 1.0
+        )
 
         # Round 1 closes with the three honest updates; mallory then replays round 1.
         evaluate = next(tasks)
         assert evaluate.kind == pb.Task.EVALUATE and evaluate.round == 1
-        report = pb.EvaluationReport(session_id=session, round=1, num_samples=20,
-                                     model_version=evaluate.model_version,
-                                     metrics={"auroc": float("nan")})
+        report = pb.EvaluationReport(
+            session_id=session,
+            round=1,
+            num_samples=20,
+            model_version=evaluate.model_version,
+            metrics={"auroc": float("nan")},
+        )
         err = _code(lambda: mallory.ReportEvaluation(report, timeout=10))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         task2 = next(tasks)
         assert task2.kind == pb.Task.TRAIN
         bad_shape = [(layout[0][0], [layout[0][1][0] + 1, *layout[0][1][1:]]), *layout[1:]]
-        err = _code(lambda: mallory.UploadUpdate(
-            update_stream(session, task2, bad_shape, np.zeros(size + 1)), timeout=10))
+        err = _code(
+            lambda: mallory.UploadUpdate(
+                update_stream(session, task2, bad_shape, np.zeros(size + 1)), timeout=10
+            )
+        )
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "shape" in str(err.details())
-        err = _code(lambda: mallory.UploadUpdate(
-            update_stream(session, task, layout, np.zeros(size)), timeout=10))
+        err = _code(
+            lambda: mallory.UploadUpdate(
+                update_stream(session, task, layout, np.zeros(size)), timeout=10
+            )
+        )
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "is closed" in str(err.details())
         assert task2.round == 2

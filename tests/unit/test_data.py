@@ -10,6 +10,7 @@ import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
 import pytest
+
 from fedcare.data import SYNTH_FEATURES, SYNTH_LABEL, SiteData, load_site, synthesize
 from fedcare.data.split import split_indices
 from fedcare.errors import DataError

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from fedcare.errors import SpecError
 from fedcare.models import build_model, set_standardization
 from fedcare.spec.job import ModelName, ModelSpec, Task

@@ -10,6 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import (  # type: ignore[import-untyped,unused-ignore]
+    accuracy_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+    roc_auc_score,
+)
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
 from fedcare.data import SYNTH_FEATURES, SYNTH_LABEL, load_site, synthesize
 from fedcare.models import build_model, set_standardization
 from fedcare.spec.job import (
@@ -22,14 +31,6 @@ from fedcare.spec.job import (
     TrainingSpec,
 )
 from fedcare.training import evaluate, metrics, train_local
-from sklearn.metrics import (  # type: ignore[import-untyped,unused-ignore]
-    accuracy_score,
-    log_loss,
-    mean_absolute_error,
-    mean_squared_error,
-    roc_auc_score,
-)
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 BINARY = Task.BINARY_CLASSIFICATION
 MLP = ModelSpec(name=ModelName.MLP, hidden_units=[16, 16])

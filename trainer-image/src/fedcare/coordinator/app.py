@@ -66,7 +66,7 @@ class Coordinator:
             max_concurrent_uploads=config.max_concurrent_uploads,
         )
         self._server = make_server(max_workers=3 * max(len(participants), 1) + 16)
-        pb_grpc.add_CoordinatorServicer_to_server(
+        pb_grpc.add_CoordinatorServicer_to_server(  # type: ignore[no-untyped-call]
             CoordinatorService(self.engine, set(config.observers)), self._server
         )
         self.grpc_port = add_mtls_port(self._server, config.listen, config.tls)

@@ -130,11 +130,13 @@ class Engine:
     def watch(self, is_active: Callable[[], bool]) -> Iterator[str]:
         """Yield the status JSON now and after every change, until the job ends."""
         seen = 0
+
+        def changed() -> bool:
+            return self._status_version != seen or self.finished.is_set()
+
         while is_active():
             with self._cond:
-                self._cond.wait_for(
-                    lambda: self._status_version != seen or self.finished.is_set(), timeout=1.0
-                )
+                self._cond.wait_for(changed, timeout=1.0)
                 version, doc = self._status_version, self._status_json
                 terminal = self.status.phase in (Phase.SUCCEEDED, Phase.FAILED)
             if version != seen:
@@ -454,7 +456,7 @@ class Engine:
         except JobFailure as fail:
             log.error("job failed: %s", fail)
             self._finish(Phase.FAILED, fail.reason, str(fail))
-        except Exception as err:  # noqa: BLE001 - the job must end with a status, never hang
+        except Exception as err:
             log.exception("coordinator error")
             self._finish(Phase.FAILED, "InternalError", f"{type(err).__name__}: {err}")
         return self.status
@@ -696,7 +698,7 @@ class Engine:
 def _read_vector(chunks: Iterator[bytes], size: int) -> F32:
     """Copy streamed little-endian float32 bytes into one vector of exactly ``size`` values."""
     out = np.empty(size, dtype=np.float32)
-    raw = memoryview(out).cast("B")
+    raw = out.data.cast("B")
     filled = 0
     for chunk in chunks:
         end = filled + len(chunk)

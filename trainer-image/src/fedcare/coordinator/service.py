@@ -46,7 +46,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     def DescribeJob(
         self, request: pb.DescribeJobRequest, context: grpc.ServicerContext
-    ) -> pb.JobDescription:  # noqa: N802, E501
+    ) -> pb.JobDescription:
         """The job's spec, for a participant to load its data with the right schema."""
         name = self._participant(context)
         if not self._engine.is_participant(name):
@@ -59,7 +59,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             job_spec_json=self._engine.job.spec.model_dump_json(by_alias=True),
         )
 
-    def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinResponse:  # noqa: N802
+    def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinResponse:
         """Admit the caller and open its session."""
         name = self._participant(context)
         try:
@@ -74,7 +74,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             job=self._engine.name,
         )
 
-    def Tasks(self, request: pb.TasksRequest, context: grpc.ServicerContext) -> Iterator[pb.Task]:  # noqa: N802
+    def Tasks(self, request: pb.TasksRequest, context: grpc.ServicerContext) -> Iterator[pb.Task]:
         """Stream the session's tasks until the job ends or the session is replaced."""
         session = self._session(context, request.session_id)
         context.add_callback(lambda: self._engine.stream_ended(session))
@@ -96,7 +96,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     def DownloadModel(
         self, request: pb.ModelRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.Chunk]:  # noqa: N802, E501
+    ) -> Iterator[pb.Chunk]:
         """Stream a served model version in chunks."""
         self._session(context, request.session_id)
         try:
@@ -111,7 +111,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     def UploadUpdate(
         self, request_iterator: Iterator[pb.UpdateChunk], context: grpc.ServicerContext
-    ) -> pb.UploadAck:  # noqa: N802, E501
+    ) -> pb.UploadAck:
         """Receive one update: a header, then its float32 bytes in chunks."""
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("payload") != "header":
@@ -142,7 +142,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     def ReportEvaluation(
         self, request: pb.EvaluationReport, context: grpc.ServicerContext
-    ) -> pb.UploadAck:  # noqa: N802, E501
+    ) -> pb.UploadAck:
         """Record a site's evaluation of the candidate model."""
         session = self._session(context, request.session_id)
         try:
@@ -154,7 +154,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     def WatchStatus(
         self, request: pb.WatchRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.StatusEvent]:  # noqa: N802, E501
+    ) -> Iterator[pb.StatusEvent]:
         """Stream the job status to an observer (the operator or the local runner)."""
         ident = peer_identity(context)
         if ident is None or ident[1] != ROLE_OBSERVER or ident[0] not in self._observers:

@@ -3,6 +3,7 @@ inline participant, talking mutual TLS over loopback, with certificates issued f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -130,12 +131,17 @@ class LocalRun:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.ca, self.server_cert, self.observer_cert, self.client_certs = self._issue()
         self.port_file = self.workdir / "coordinator.ports.json"
-        coord_cfg = CoordinatorConfig(job=self.job, listen="127.0.0.1:0",
-                                      http_listen="127.0.0.1:0",
-                                      tls=_tls(self.ca, self.server_cert),
-                                      port_file=str(self.port_file), observers=[OBSERVER])
-        self.coordinator_config = _write_yaml(self.workdir / "coordinator.yaml",
-                                              coord_cfg.to_json_dict())
+        coord_cfg = CoordinatorConfig(
+            job=self.job,
+            listen="127.0.0.1:0",
+            http_listen="127.0.0.1:0",
+            tls=_tls(self.ca, self.server_cert),
+            port_file=str(self.port_file),
+            observers=[OBSERVER],
+        )
+        self.coordinator_config = _write_yaml(
+            self.workdir / "coordinator.yaml", coord_cfg.to_json_dict()
+        )
 
     def start_coordinator(self) -> str:
         """Start the coordinator process; returns its gRPC endpoint once it serves."""
@@ -148,12 +154,16 @@ class LocalRun:
     def start_trainer(self, participant: InlineParticipant) -> None:
         """Start one site's trainer process."""
         threads = max(1, (os.cpu_count() or 1) // len(self.job.spec.participants))
-        tcfg = TrainerConfig(participant=participant.name, job=self.job.metadata.name,
-                             coordinator=self.endpoint, server_name=SERVER_NAME,
-                             tls=_tls(self.ca, self.client_certs[participant.name]),
-                             data=participant.data, threads=threads)
-        path = _write_yaml(self.workdir / f"trainer-{participant.name}.yaml",
-                           tcfg.to_json_dict())
+        tcfg = TrainerConfig(
+            participant=participant.name,
+            job=self.job.metadata.name,
+            coordinator=self.endpoint,
+            server_name=SERVER_NAME,
+            tls=_tls(self.ca, self.client_certs[participant.name]),
+            data=participant.data,
+            threads=threads,
+        )
+        path = _write_yaml(self.workdir / f"trainer-{participant.name}.yaml", tcfg.to_json_dict())
         self._spawn(f"trainer-{participant.name}", "trainer", path, threads=threads)
 
     def follow(self) -> FederatedJobStatus:
@@ -176,7 +186,7 @@ class LocalRun:
     def _follow(self, endpoint: str, tls: TlsFiles) -> FederatedJobStatus:
         status: FederatedJobStatus | None = None
         channel = make_mtls_channel(endpoint, tls, SERVER_NAME)
-        stub = pb_grpc.CoordinatorStub(channel)
+        stub = pb_grpc.CoordinatorStub(channel)  # type: ignore[no-untyped-call]
         try:
             for event in stub.WatchStatus(pb.WatchRequest()):
                 status = FederatedJobStatus.model_validate_json(event.status_json)
@@ -186,10 +196,8 @@ class LocalRun:
                     break
         except grpc.RpcError as err:
             coord = self.processes["coordinator"]
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 coord.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
             last = _last_line(self.logs / "coordinator.log")
             raise JobFailed(f"lost the coordinator ({err.code().name}): {last}") from None
         finally:

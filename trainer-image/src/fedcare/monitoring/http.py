@@ -23,7 +23,7 @@ class HttpSide:
         side = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/status":
                     side._send(self, 200, "application/json", status_json().encode())

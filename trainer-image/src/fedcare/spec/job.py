@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from fedcare.spec._base import SpecModel
 
-API_VERSION = "fedcare.io/v1alpha1"
+API_VERSION: Final = "fedcare.io/v1alpha1"
 #: Names follow Kubernetes DNS-1123 labels: they become pod, secret and certificate names.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _NAME_RE = re.compile(NAME_PATTERN)

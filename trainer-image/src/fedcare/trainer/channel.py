@@ -71,5 +71,5 @@ def update_messages(
     header.tensors.extend(pb.TensorInfo(name=n, shape=list(s)) for n, s in layout)
     yield pb.UpdateChunk(header=header)
     data = np.ascontiguousarray(flat, dtype="<f4")
-    for piece in iter_byte_chunks(memoryview(data).cast("B"), CHUNK_BYTES):
+    for piece in iter_byte_chunks(data.data.cast("B"), CHUNK_BYTES):
         yield pb.UpdateChunk(data=piece)

@@ -41,7 +41,7 @@ class ParticipantNode:
         self.config = config
         self.name = config.participant
         self._channel = make_mtls_channel(config.coordinator, config.tls, config.server_name)
-        self._stub = pb_grpc.CoordinatorStub(self._channel)
+        self._stub = pb_grpc.CoordinatorStub(self._channel)  # type: ignore[no-untyped-call]
 
     # -------------------------------------------------------------- set-up
     def _setup(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from concurrent import futures
 from pathlib import Path
 
@@ -84,11 +85,11 @@ def make_mtls_channel(target: str, tls: TlsFiles, server_name: str) -> grpc.Chan
 
 def peer_identity(context: grpc.ServicerContext) -> tuple[str, str] | None:
     """``(common_name, role)`` of the verified client certificate, or ``None``."""
-    auth = context.auth_context()
+    auth: Mapping[str, Sequence[bytes]] = context.auth_context()  # type: ignore[assignment]
     pems = auth.get("x509_pem_cert")
     if not pems:
         return None
     try:
-        return identity_of(pems[0])
+        return identity_of(bytes(pems[0]))
     except PkiError:
         return None
