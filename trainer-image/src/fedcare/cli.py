@@ -72,6 +72,20 @@ def _cmd_synth(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_certs_init(ns: argparse.Namespace) -> int:
+    from fedcare.pki import ROLE_OBSERVER, create_ca, issue_client_cert, issue_server_cert
+
+    out = Path(ns.out)
+    ca = create_ca(out, ns.job)
+    issue_server_cert(ca, out, sans=tuple(ns.san))
+    issue_client_cert(ca, out, "fedcare-observer", role=ROLE_OBSERVER)
+    for name in ns.participants.split(","):
+        issue_client_cert(ca, out, name.strip())
+    for path in sorted(out.iterdir()):
+        print(path)
+    return 0
+
+
 def _cmd_models_list(ns: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -141,6 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trainer", help="run one participant's trainer (used by pods)")
     p.add_argument("--config", required=True)
     p.set_defaults(handler=_cmd_trainer)
+
+    certs = sub.add_parser("certs", help="certificates for running the roles by hand")
+    certs_sub = certs.add_subparsers(dest="certs_cmd", required=True)
+    p = certs_sub.add_parser("init", help="a job CA, the coordinator's and participants' certs")
+    p.add_argument("--job", required=True)
+    p.add_argument("--participants", required=True, help="comma-separated participant names")
+    p.add_argument("--out", default="certs")
+    p.add_argument(
+        "--san",
+        action="append",
+        default=["fedcare-coordinator", "localhost", "127.0.0.1"],
+        help="extra DNS name or IP of the coordinator (repeatable)",
+    )
+    p.set_defaults(handler=_cmd_certs_init)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_cmd", required=True)
     p = data.add_parser("synth", help="write synthetic non-IID hospital datasets")
