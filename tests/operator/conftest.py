@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.apiserver import ApiServer, start_apiserver
 
@@ -44,8 +45,6 @@ def apiserver(tmp_path: Path) -> Iterator[ApiServer]:
 @pytest.fixture
 def with_crds(apiserver: ApiServer) -> ApiServer:
     """The emulated API server with fedcare's CRDs from ``crds/`` registered (via HTTP)."""
-    import yaml
-
     for path in sorted(CRDS.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         result = apiserver.request(

@@ -252,7 +252,11 @@ def test_watch_resumes_from_a_resource_version(with_crds: ApiServer) -> None:
     ]
     initial = _watch(api, "", until=1)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in initial] == [("ADDED", "a")]
-    quiet = _watch(api, f"resourceVersion={api.emulator._rv}&timeoutSeconds=1", until=1)
+    quiet = _watch(
+        api,
+        f"resourceVersion={api.call(lambda: api.emulator.resource_version)}&timeoutSeconds=1",
+        until=1,
+    )
     assert quiet == []
 
 

@@ -300,3 +300,21 @@ def test_delete_cascades_to_owned_objects(apiserver: ApiServer) -> None:
     result = apiserver.kubectl("get", "configmap", "readmission-coordinator")
     assert result.returncode != 0
     assert 'configmaps "readmission-coordinator" not found' in result.stderr
+
+
+def test_imperative_create_of_builtins(apiserver: ApiServer) -> None:
+    """``kubectl create namespace|configmap|secret`` (protobuf bodies) work; the API server is
+    an emulator (no kube-apiserver can run here)."""
+    assert _ok(apiserver, "create", "namespace", "site-a").strip() == "namespace/site-a created"
+    out = _ok(apiserver, "create", "configmap", "cfg", "-n", "site-a", "--from-literal=a=b")
+    assert out.strip() == "configmap/cfg created"
+    out = _ok(
+        apiserver, "create", "secret", "generic", "pw", "-n", "site-a", "--from-literal=key=hunter2"
+    )
+    assert out.strip() == "secret/pw created"
+    cfg = apiserver.request("GET", "/api/v1/namespaces/site-a/configmaps/cfg").body
+    assert cfg["data"] == {"a": "b"} and "generateName" not in cfg["metadata"]
+    secret = apiserver.request("GET", "/api/v1/namespaces/site-a/secrets/pw").body
+    assert secret["data"] == {"key": "aHVudGVyMg=="}
+    assert _ok(apiserver, "delete", "namespace", "site-a").strip() == 'namespace "site-a" deleted'
+    assert apiserver.request("GET", "/api/v1/namespaces/site-a/configmaps/cfg").status == 404

@@ -69,7 +69,7 @@ import kmock
 import yaml
 from kmock._internal.rendering import Response  # kmock 0.8 leaves it out of its __all__
 
-from tests.support import kpatch, kschema
+from tests.support import kpatch, kproto, kschema
 
 log = logging.getLogger(__name__)
 
@@ -642,6 +642,11 @@ class ApiServerEmulator(kmock.RawHandler):
         self._emit(rt.storage_key, "ADDED", obj, None)
         return obj
 
+    @property
+    def resource_version(self) -> int:
+        """The latest resourceVersion handed out."""
+        return self._rv
+
     def objects(self, group: str, plural: str) -> list[JsonDict]:
         """Copies of the stored objects of one resource (call on the server's thread)."""
         return [copy.deepcopy(o) for o in self._store.get((group, plural), {}).values()]
@@ -742,6 +747,11 @@ class ApiServerEmulator(kmock.RawHandler):
             if optional:
                 return None
             raise _bad_request("the request body is empty")
+        if ctype == "application/vnd.kubernetes.protobuf":
+            try:
+                return kproto.decode(call.body)
+            except kproto.ProtobufError as err:
+                raise ApiError(415, "UnsupportedMediaType", str(err)) from None
         if "protobuf" in ctype or "cbor" in ctype:
             raise ApiError(
                 415,
@@ -1311,7 +1321,7 @@ class ApiServerEmulator(kmock.RawHandler):
             )
 
     def _check_metadata(
-        self, rt: ResourceType, obj: JsonDict, strict: str
+        self, rt: ResourceType, obj: JsonDict
     ) -> tuple[list[str], list[kschema.FieldError]]:
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
@@ -1360,7 +1370,7 @@ class ApiServerEmulator(kmock.RawHandler):
     ) -> list[str]:
         """Prune, default and validate ``obj`` in place; return warnings or raise."""
         strict = params.get("fieldValidation", "Warn")
-        unknown, meta_errors = self._check_metadata(rt, obj, strict)
+        unknown, meta_errors = self._check_metadata(rt, obj)
         if rt.schema is not None:
             # metadata is ObjectMeta whatever the CRD says (checked above), never pruned here.
             props = {**rt.schema.get("properties", {}), "metadata": _PRESERVE}
