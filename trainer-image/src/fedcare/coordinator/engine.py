@@ -159,6 +159,14 @@ class Engine:
         self.metrics.participants_connected.set(live)
 
     # ----------------------------------------------------------------- sessions
+    def allow(self, name: str) -> None:
+        """Admit a new participant name (an enrolled site); it takes part from the next round."""
+        with self._cond:
+            if name not in self._allowed:
+                self._allowed.add(name)
+                self._participant_state(name, ParticipantState.PENDING)
+                self._publish()
+
     def is_participant(self, name: str) -> bool:
         """Whether ``name`` may take part in this job."""
         return name in self._allowed

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +21,17 @@ class Strategy(ABC):
 
     #: Registry name, as written in ``spec.strategy.name``.
     name: str = ""
+    #: Robust strategies (median, trimmed mean, Krum) look at every update, so the coordinator
+    #: keeps them all (memory O(participants x model)) and calls :meth:`apply_individual`;
+    #: the others get the streaming weighted mean and :meth:`apply`.
+    needs_individual_updates: bool = False
 
-    @abstractmethod
     def apply(self, global_weights: F32, mean_delta: F32) -> F32:
         """Return the next global weights from the current ones and the round's mean delta."""
+        raise NotImplementedError(f"{self.name} aggregates individual updates")
+
+    def apply_individual(
+        self, global_weights: F32, deltas: Sequence[F32], weights: Sequence[float]
+    ) -> F32:
+        """Return the next global weights from every accepted delta and its sample weight."""
+        raise NotImplementedError(f"{self.name} aggregates a streaming mean")
