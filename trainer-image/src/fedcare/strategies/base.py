@@ -11,7 +11,7 @@ import numpy.typing as npt
 F32 = npt.NDArray[np.float32]
 
 
-class Strategy(ABC):
+class Strategy(ABC):  # noqa: B024 - each subclass implements one of the two methods
     """Server-side aggregation behind one interface.
 
     Trainers send *deltas* (local weights minus the global weights they started from). The
