@@ -63,6 +63,7 @@ class Coordinator:
             initial_weights=initial_weights,
             participants=participants,
             metrics=self.metrics,
+            run_id=config.run_id,
             max_concurrent_uploads=config.max_concurrent_uploads,
         )
         self._server = make_server(max_workers=3 * max(len(participants), 1) + 16)

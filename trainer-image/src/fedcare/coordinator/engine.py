@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import grpc
 import numpy as np
@@ -80,6 +82,7 @@ class Engine:
         initial_weights: InitialWeights,
         participants: list[str],
         metrics: CoordinatorMetrics,
+        run_id: str | None = None,
         max_concurrent_uploads: int = 2,
     ) -> None:
         self.job = job
@@ -89,6 +92,7 @@ class Engine:
         self._initial_weights = initial_weights
         self._allowed = set(participants)
         self.metrics = metrics
+        self.run_id = run_id or secrets.token_hex(8)
         self._strategy = create_strategy(self.spec.strategy.name)
         self._cond = threading.Condition()
         self._sessions = SessionTable()
@@ -381,7 +385,10 @@ class Engine:
                         "duplicate",
                         f"{session.participant!r} already sent round {rnd.number}",
                     )
-                rnd.aggregate.fold(vector, float(header.num_samples))
+                if self._strategy.needs_individual_updates:
+                    rnd.individual.append((vector, float(header.num_samples)))
+                else:
+                    rnd.aggregate.fold(vector, float(header.num_samples))
                 rnd.record(
                     session.participant,
                     int(header.num_samples),
@@ -453,8 +460,9 @@ class Engine:
     def run(self) -> FederatedJobStatus:
         """Drive the job to its end; returns the final status (Succeeded or Failed)."""
         try:
-            self._admit()
-            for number in range(1, self.spec.rounds + 1):
+            done = self._resume()
+            self._admit(resumed=done is not None)
+            for number in range((done or 0) + 1, self.spec.rounds + 1):
                 self._train_round(number)
             self._finish(
                 Phase.SUCCEEDED,
@@ -473,7 +481,56 @@ class Engine:
         self.status.phase = phase
         self.status.message = message
 
-    def _admit(self) -> None:
+    def _resume(self) -> int | None:
+        """Pick up this run's last stored version after a coordinator restart.
+
+        Returns the last completed round (0: only the initial model was stored), or None when
+        this run stored nothing yet. Status rounds are rebuilt from the stored versions, so a
+        round is never counted twice and no version is written again.
+        """
+        mine = [m for m in self._repo.list_versions(self.name) if m.run_id == self.run_id]
+        if not mine:
+            return None
+        latest = mine[-1]
+        weights = self._repo.read_weights(self.name, latest.version)
+        self._layout, self._global = flatten(weights)
+        with self._cond:
+            self._global_version = latest.version
+            self._served = {latest.version: self._served_bytes(self._global)}
+            previous = None
+            for meta in mine:
+                if meta.round > 0 and previous is not None:
+                    self.status.add_round(
+                        RoundStatus(
+                            round=meta.round,
+                            duration_seconds=_seconds_between(previous.created_at, meta.created_at),
+                            metrics=meta.metrics,
+                            model_version=meta.version,
+                            participants=len(meta.participants),
+                            samples=sum(p.samples for p in meta.participants),
+                        )
+                    )
+                previous = meta
+            self.status.current_round = latest.round
+            if latest.round > 0:
+                self.status.latest_model = ModelRef(
+                    version=latest.version,
+                    uri=self._repo.version_uri(self.name, latest.version),
+                    round=latest.round,
+                    sha256=latest.sha256,
+                    metrics=latest.metrics,
+                )
+            self.status.set_condition(
+                "Resumed",
+                ConditionStatus.TRUE,
+                "CoordinatorRestarted",
+                f"resumed after round {latest.round} from {latest.version}",
+            )
+            self._publish()
+        log.info("resuming run %s after round %d (%s)", self.run_id, latest.round, latest.version)
+        return latest.round
+
+    def _admit(self, resumed: bool = False) -> None:
         deadline = time.monotonic() + self.spec.join_timeout_seconds
         need = self.spec.min_participants
         with self._cond:
@@ -500,14 +557,19 @@ class Engine:
             total = sum(s.train_samples for s in live)
             fsum = sum((s.feature_sum for s in live), np.zeros(len(self.spec.data.features)))
             fsq = sum((s.feature_sum_sq for s in live), np.zeros(len(self.spec.data.features)))
-        mean = fsum / total
-        std = np.sqrt(np.maximum(fsq / total - mean * mean, 0.0))
-        weights = self._initial_weights(self.job, mean.astype(np.float32), std.astype(np.float32))
-        self._layout, self._global = flatten(weights)
-        meta = self._store(0, None, {}, {}, [])
+        if not resumed:
+            # The input standardization is fixed once per run, from the first admitted sites.
+            mean = fsum / total
+            std = np.sqrt(np.maximum(fsq / total - mean * mean, 0.0))
+            weights = self._initial_weights(
+                self.job, mean.astype(np.float32), std.astype(np.float32)
+            )
+            self._layout, self._global = flatten(weights)
+            meta = self._store(0, None, {}, {}, [])
+            with self._cond:
+                self._global_version = meta.version
+                self._served = {meta.version: self._served_bytes(self._global)}
         with self._cond:
-            self._global_version = meta.version
-            self._served = {meta.version: self._served_bytes(self._global)}
             self._set_phase(Phase.TRAINING, None)
             self.status.set_condition(
                 "Ready",
@@ -543,6 +605,7 @@ class Engine:
                 train_metrics=train_metrics,
                 participants=participants,
                 strategy=self._strategy.name,
+                run_id=self.run_id,
             ),
         )
 
@@ -601,8 +664,13 @@ class Engine:
                     f"round {number}: {len(received)} of {quorum} required updates before the "
                     f"{timeout:g}s deadline",
                 )
-        mean_delta = rnd.aggregate.mean()
-        candidate = self._strategy.apply(self._global, mean_delta)
+        if self._strategy.needs_individual_updates:
+            candidate = self._strategy.apply_individual(
+                self._global, [v for v, _ in rnd.individual], [w for _, w in rnd.individual]
+            )
+            rnd.individual.clear()
+        else:
+            candidate = self._strategy.apply(self._global, rnd.aggregate.mean())
         if not np.isfinite(candidate).all():
             raise JobFailure("RoundFailed", f"round {number}: aggregate is not finite")
         metrics = self._evaluate(number, candidate)
@@ -701,6 +769,16 @@ class Engine:
                 s.send(done)
             self.finished.set()
             self._publish()
+
+
+def _seconds_between(start: str, end: str) -> float:
+    """Seconds between two RFC 3339 timestamps (0 when either does not parse)."""
+    try:
+        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return max(0.0, (b - a).total_seconds())
 
 
 def _read_vector(chunks: Iterator[bytes], size: int) -> F32:

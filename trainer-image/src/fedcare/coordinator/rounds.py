@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from fedcare.strategies import StreamingMean
+from fedcare.strategies.base import F32
 
 
 @dataclass
@@ -21,6 +22,8 @@ class TrainRound:
     received: dict[str, int] = field(default_factory=dict)
     #: participants whose update was refused for its content: done for this round
     refused: dict[str, str] = field(default_factory=dict)
+    #: every accepted delta with its weight, kept only for robust strategies
+    individual: list[tuple[F32, float]] = field(default_factory=list)
     train_loss_sum: float = 0.0
     started: float = field(default_factory=time.monotonic)
     closed: bool = False

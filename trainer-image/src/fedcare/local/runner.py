@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,7 @@ class LocalRun:
         env.setdefault("PYTHONUNBUFFERED", "1")
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
-        log_file = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        log_file = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "fedcare", role, "--config", str(config)],
             stdout=log_file,
@@ -138,6 +139,7 @@ class LocalRun:
             tls=_tls(self.ca, self.server_cert),
             port_file=str(self.port_file),
             observers=[OBSERVER],
+            run_id=uuid.uuid4().hex,
         )
         self.coordinator_config = _write_yaml(
             self.workdir / "coordinator.yaml", coord_cfg.to_json_dict()
@@ -150,6 +152,21 @@ class LocalRun:
         self.http_port = ports["http"]
         self.endpoint = f"127.0.0.1:{ports['grpc']}"
         return self.endpoint
+
+    def restart_coordinator(self) -> str:
+        """Start a new coordinator process for the same run, on the same ports.
+
+        Used after the previous one died: it resumes from the run's last stored version, and
+        the trainers, retrying, reconnect to the same endpoint.
+        """
+        config = CoordinatorConfig.model_validate(
+            yaml.safe_load(self.coordinator_config.read_text())
+        )
+        config.listen = self.endpoint
+        config.http_listen = f"127.0.0.1:{self.http_port}"
+        _write_yaml(self.coordinator_config, config.to_json_dict())
+        self.port_file.unlink(missing_ok=True)
+        return self.start_coordinator()
 
     def start_trainer(self, participant: InlineParticipant) -> None:
         """Start one site's trainer process."""

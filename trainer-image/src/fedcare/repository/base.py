@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from fedcare.errors import RepositoryError
 from fedcare.spec._base import SpecModel
 from fedcare.spec.job import NAME_PATTERN
+from fedcare.spec.status import utcnow
 
 __all__ = [
     "VERSION_PATTERN",
@@ -29,6 +30,7 @@ __all__ = [
     "VersionMetadata",
     "check_job",
     "check_version",
+    "tensor_infos",
     "version_name",
     "version_number",
 ]
@@ -106,11 +108,31 @@ class NewVersion(SpecModel):
     train_metrics: dict[str, float] = Field(default_factory=dict)
     participants: list[ParticipantContribution] = Field(default_factory=list)
     strategy: str = "fedavg"
+    #: The job instance that wrote the version (a FederatedJob's uid, or one `fedcare run`):
+    #: a restarted coordinator resumes only from versions of its own run.
+    run_id: str | None = None
+    #: Set by ``fedcare models rollback``: the earlier version whose weights this one repeats.
+    rolled_back_from: str | None = Field(default=None, pattern=VERSION_PATTERN)
 
     @field_validator("metrics", "train_metrics")
     @classmethod
     def _finite(cls, value: dict[str, float]) -> dict[str, float]:
         return _finite_metrics(value)
+
+    def complete(
+        self, job: str, version: str, sha256: str, size_bytes: int, tensors: list[TensorInfo]
+    ) -> VersionMetadata:
+        """The full metadata of the version being written: every caller-supplied field, plus
+        what the repository knows (name, time, content hash, size, tensors)."""
+        return VersionMetadata(
+            **self.model_dump(),
+            job=job,
+            version=version,
+            created_at=utcnow(),
+            sha256=sha256,
+            size_bytes=size_bytes,
+            tensors=tensors,
+        )
 
 
 class VersionMetadata(SpecModel):
@@ -131,7 +153,12 @@ class VersionMetadata(SpecModel):
     train_metrics: dict[str, float] = Field(default_factory=dict)
     participants: list[ParticipantContribution] = Field(default_factory=list)
     strategy: str = "fedavg"
+    #: The job instance that wrote the version (a FederatedJob's uid, or one `fedcare run`):
+    #: a restarted coordinator resumes only from versions of its own run.
+    run_id: str | None = None
     tensors: list[TensorInfo] = Field(default_factory=list)
+    #: The earlier version whose weights a rollback version repeats (``None`` otherwise).
+    rolled_back_from: str | None = Field(default=None, pattern=VERSION_PATTERN)
 
     @field_validator("metrics", "train_metrics")
     @classmethod
@@ -155,6 +182,11 @@ class VersionMetadata(SpecModel):
         except ValueError as exc:  # pydantic.ValidationError is a ValueError
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise RepositoryError(f"{where}: malformed version metadata ({first})") from exc
+
+
+def tensor_infos(weights: Mapping[str, np.ndarray]) -> list[TensorInfo]:
+    """Name and shape of every tensor in ``weights``, in mapping order."""
+    return [TensorInfo(name=k, shape=[int(d) for d in np.shape(a)]) for k, a in weights.items()]
 
 
 class ModelRepository(ABC):

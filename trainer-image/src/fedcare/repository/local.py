@@ -39,7 +39,6 @@ from fedcare.repository.base import (
     version_name,
 )
 from fedcare.repository.safetensors_io import from_safetensors_bytes, to_safetensors_bytes
-from fedcare.spec.status import utcnow
 
 __all__ = ["METADATA_FILE", "TMP_PREFIX", "TMP_STALE_SECONDS", "WEIGHTS_FILE", "LocalRepository"]
 
@@ -228,19 +227,8 @@ class LocalRepository(ModelRepository):
         number = self._next_number(job_dir)
         for _ in range(_MAX_ATTEMPTS):
             version = version_name(number)
-            record = VersionMetadata(
-                job=job,
-                version=version,
-                round=meta.round,
-                parent_version=meta.parent_version,
-                created_at=utcnow(),
-                sha256=sha256,
-                size_bytes=len(payload),
-                metrics=dict(meta.metrics),
-                train_metrics=dict(meta.train_metrics),
-                participants=list(meta.participants),
-                strategy=meta.strategy,
-                tensors=tensors,
+            record = meta.complete(
+                job=job, version=version, sha256=sha256, size_bytes=len(payload), tensors=tensors
             )
             try:
                 _write_durable(tmp / METADATA_FILE, record.to_json_bytes())

@@ -29,6 +29,9 @@ class CoordinatorConfig(SpecModel):
     port_file: str | None = None
     #: Common names whose certificates may watch status (operator, local runner).
     observers: list[str] = Field(default_factory=lambda: ["fedcare-observer"])
+    #: Identity of this job instance (a FederatedJob's uid; one per `fedcare run`). A
+    #: coordinator restarted with the same runId resumes from the last version of that run.
+    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,128}$")
     #: Names admitted as participants; defaults to the job's inline participants.
     participants: list[str] | None = None
     #: Exit once the job ends (local mode); a pod may instead keep serving its final status.

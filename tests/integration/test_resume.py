@@ -1,0 +1,49 @@
+"""A coordinator killed mid-round and restarted resumes from the last completed round."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from fedcare.data import synthesize
+from fedcare.repository import open_repository
+from fedcare.spec import Phase
+from tests.integration.actors import start_job, wait_for
+from tests.integration.conftest import JobFactory
+from tests.integration.test_faults import SYNTH
+
+
+def test_coordinator_killed_mid_round_resumes(make_job: JobFactory, tmp_path: Path) -> None:
+    """SIGKILL the coordinator while round 2 trains, start it again with the same config: the
+    job ends with exactly the configured rounds and versions, none counted twice."""
+    sites = synthesize(3, 60_000, tmp_path / "data", fmt="parquet", seed=5)
+    manifest = make_job(
+        sites=sites, rounds=4,
+        model={"name": "mlp", "hiddenUnits": [32]},
+        data={"features": SYNTH, "label": "readmitted"},
+        training={"epochs": 2, "batchSize": 64, "learningRate": 0.001},
+    )  # fmt: skip
+    run = start_job(manifest, tmp_path / "work")
+    try:
+        for p in run.job.spec.participants:
+            run.start_trainer(p)
+        wait_for(run, "s.current_round == 2 and len(s.rounds) == 1", timeout=120)
+        coordinator = run.processes["coordinator"]
+        coordinator.send_signal(signal.SIGKILL)
+        coordinator.wait(timeout=10)
+        run.restart_coordinator()
+        final = run.follow()
+        run.reap()
+    finally:
+        run.stop()
+    assert final.phase is Phase.SUCCEEDED, final.message
+    assert [r.round for r in final.rounds] == [1, 2, 3, 4]
+    assert {c.type: c.status.value for c in final.conditions}["Resumed"] == "True"
+    versions = open_repository(f"file://{tmp_path / 'models'}").list_versions("bc")
+    assert [v.round for v in versions] == [0, 1, 2, 3, 4]
+    assert len({v.run_id for v in versions}) == 1
+    assert [v.parent_version for v in versions[1:]] == [v.version for v in versions[:-1]]
+    assert final.latest_model is not None and final.latest_model.version == versions[-1].version
+    assert [r.model_version for r in final.rounds] == [v.version for v in versions[1:]]
+    for code in (p.returncode for name, p in run.processes.items() if name != "coordinator"):
+        assert code == 0
