@@ -14,9 +14,14 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from fedcare.spec import FederatedJob, FederatedJobStatus, Participant, load_model
+from fedcare.spec import (
+    FederatedJob,
+    FederatedJobStatus,
+    Participant,
+    ParticipantResourceStatus,
+    load_model,
+)
 from fedcare_operator import crdgen
-from fedcare_operator.status import ParticipantResourceStatus
 from tests.operator.conftest import CRDS, FIXTURES, REPO
 from tests.support import kschema
 

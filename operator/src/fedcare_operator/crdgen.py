@@ -31,8 +31,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
-from fedcare.spec import FederatedJob, FederatedJobStatus, Participant
-from fedcare_operator.status import ParticipantResourceStatus
+from fedcare.spec import FederatedJob, FederatedJobStatus, Participant, ParticipantResourceStatus
 
 GROUP = "fedcare.io"
 VERSION = "v1alpha1"

@@ -24,6 +24,8 @@ from fedcare.spec.job import (
     metrics_for,
 )
 from fedcare.spec.loader import load_model, parse_document, read_yaml
+from fedcare.spec.participant_status import ParticipantPhase, ParticipantResourceStatus
+from fedcare.spec.placement import DatasetVolume, Toleration
 from fedcare.spec.status import (
     Condition,
     ConditionStatus,
@@ -43,6 +45,7 @@ __all__ = [
     "DataFormat",
     "DataSchema",
     "DataSource",
+    "DatasetVolume",
     "FederatedJob",
     "FederatedJobSpec",
     "FederatedJobStatus",
@@ -53,6 +56,8 @@ __all__ = [
     "ModelSpec",
     "Optimizer",
     "Participant",
+    "ParticipantPhase",
+    "ParticipantResourceStatus",
     "ParticipantSpec",
     "ParticipantState",
     "ParticipantStatus",
@@ -60,6 +65,7 @@ __all__ = [
     "RoundStatus",
     "Task",
     "TlsFiles",
+    "Toleration",
     "TrainerConfig",
     "TrainingSpec",
     "load_model",

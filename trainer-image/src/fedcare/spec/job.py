@@ -9,6 +9,7 @@ from typing import Annotated, Final, Literal
 from pydantic import Field, field_validator, model_validator
 
 from fedcare.spec._base import SpecModel
+from fedcare.spec.placement import DatasetVolume, Toleration
 
 API_VERSION: Final = "fedcare.io/v1alpha1"
 #: Names follow Kubernetes DNS-1123 labels: they become pod, secret and certificate names.
@@ -155,6 +156,12 @@ class InlineParticipant(SpecModel):
 
     name: Name
     data: DataSource
+    # In a cluster, the operator turns each inline site into a Participant with these fields;
+    # the local runner ignores them.
+    resources: Resources = Field(default_factory=lambda: Resources())
+    volume: DatasetVolume | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
 
 
 class FederatedJobSpec(SpecModel):
@@ -257,6 +264,12 @@ class ParticipantSpec(SpecModel):
     job: JobReference
     data: DataSource
     resources: Resources = Field(default_factory=Resources)
+    #: The dataset volume, mounted read-only; without one, the folder of ``data.path`` is taken
+    #: from the node (hostPath) at the same path.
+    volume: DatasetVolume | None = None
+    #: Passed through to the trainer pod (e.g. to land on GPU nodes).
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
 
 
 class Participant(SpecModel):
