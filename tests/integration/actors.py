@@ -21,10 +21,10 @@ from fedcare.transport._generated import coordinator_pb2_grpc as pb_grpc
 SERVER_NAME = "fedcare-coordinator"
 
 
-def start_job(manifest: Path, workdir: Path) -> LocalRun:
+def start_job(manifest: Path, workdir: Path, capture_dir: Path | None = None) -> LocalRun:
     """Prepare a local run and start its coordinator (no trainers yet)."""
     job = load_model(FederatedJob, manifest)
-    run = LocalRun(job=job, workdir=workdir)
+    run = LocalRun(job=job, workdir=workdir, capture_dir=capture_dir)
     run.prepare()
     run.start_coordinator()
     return run

@@ -17,6 +17,7 @@ from fedcare.repository import open_repository
 from fedcare.spec import CoordinatorConfig, FederatedJob, FederatedJobStatus, Phase, load_model
 from fedcare.transport import add_mtls_port, make_server
 from fedcare.transport._generated import coordinator_pb2_grpc as pb_grpc
+from fedcare.transport.capture import CaptureInterceptor
 
 log = logging.getLogger("fedcare.coordinator")
 
@@ -66,7 +67,10 @@ class Coordinator:
             run_id=config.run_id,
             max_concurrent_uploads=config.max_concurrent_uploads,
         )
-        self._server = make_server(max_workers=3 * max(len(participants), 1) + 16)
+        interceptors = [CaptureInterceptor(config.capture_dir)] if config.capture_dir else []
+        self._server = make_server(
+            max_workers=3 * max(len(participants), 1) + 16, interceptors=interceptors
+        )
         pb_grpc.add_CoordinatorServicer_to_server(  # type: ignore[no-untyped-call]
             CoordinatorService(self.engine, set(config.observers)), self._server
         )

@@ -69,6 +69,8 @@ class LocalRun:
     on_status: StatusCallback | None = None
     keep_workdir: bool = False
     startup_timeout: float = 60.0
+    #: Record every message the coordinator receives here (privacy audits, tests).
+    capture_dir: Path | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -140,6 +142,7 @@ class LocalRun:
             port_file=str(self.port_file),
             observers=[OBSERVER],
             run_id=uuid.uuid4().hex,
+            capture_dir=str(self.capture_dir) if self.capture_dir else None,
         )
         self.coordinator_config = _write_yaml(
             self.workdir / "coordinator.yaml", coord_cfg.to_json_dict()

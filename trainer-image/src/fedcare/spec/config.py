@@ -38,6 +38,8 @@ class CoordinatorConfig(SpecModel):
     exit_on_completion: bool = True
     #: Seconds to keep serving after the job ends, so trainers and watchers see the end.
     linger_seconds: float = Field(default=1.0, ge=0)
+    #: Record every received message here (post-TLS) for privacy audits; off when unset.
+    capture_dir: str | None = None
     #: Updates read into memory at once (each holds one model-sized buffer).
     max_concurrent_uploads: int = Field(default=2, ge=1, le=64)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -45,10 +46,13 @@ def _read(path: str) -> bytes:
         raise PkiError(f"{path}: cannot read TLS file: {err.strerror}") from None
 
 
-def make_server(max_workers: int) -> grpc.Server:
+def make_server(
+    max_workers: int, interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = ()
+) -> grpc.Server:
     """A gRPC server with fedcare's options; add ports with :func:`add_mtls_port`."""
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=list(interceptors),
         options=[*GRPC_OPTIONS, *_SERVER_OPTIONS],
         maximum_concurrent_rpcs=None,
     )
