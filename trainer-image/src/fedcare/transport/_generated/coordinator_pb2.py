@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64\x63\x61re/v1/coordinator.proto\x12\nfedcare.v1\"\x14\n\x12\x44\x65scribeJobRequest\"4\n\x0eJobDescription\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x15\n\rjob_spec_json\x18\x02 \x01(\t\"\x85\x01\n\x0bJoinRequest\x12\x15\n\rtrain_samples\x18\x01 \x01(\x03\x12\x1a\n\x12validation_samples\x18\x02 \x01(\x03\x12\x16\n\x0e\x63lient_version\x18\x03 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_sum\x18\x04 \x03(\x01\x12\x16\n\x0e\x66\x65\x61ture_sum_sq\x18\x05 \x03(\x01\"D\n\x0cJoinResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x0b\n\x03job\x18\x03 \x01(\t\"\"\n\x0cTasksRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xd0\x01\n\x04Task\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.fedcare.v1.Task.Kind\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x11\n\tsucceeded\x18\x06 \x01(\x08\"?\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02\x12\x08\n\x04\x44ONE\x10\x03\"9\n\x0cModelRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"*\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\")\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\"\xfd\x01\n\x0cUpdateHeader\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\t\x12\x13\n\x0bnum_samples\x18\x04 \x01(\x03\x12\'\n\x07tensors\x18\x05 \x03(\x0b\x32\x16.fedcare.v1.TensorInfo\x12\x41\n\rtrain_metrics\x18\x06 \x03(\x0b\x32*.fedcare.v1.UpdateHeader.TrainMetricsEntry\x1a\x33\n\x11TrainMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"T\n\x0bUpdateChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.fedcare.v1.UpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"-\n\tUploadAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"\xcd\x01\n\x10\x45valuationReport\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0bnum_samples\x18\x04 \x01(\x03\x12:\n\x07metrics\x18\x05 \x03(\x0b\x32).fedcare.v1.EvaluationReport.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x0e\n\x0cWatchRequest\"\"\n\x0bStatusEvent\x12\x13\n\x0bstatus_json\x18\x01 \x01(\t2\xd9\x03\n\x0b\x43oordinator\x12I\n\x0b\x44\x65scribeJob\x12\x1e.fedcare.v1.DescribeJobRequest\x1a\x1a.fedcare.v1.JobDescription\x12\x39\n\x04Join\x12\x17.fedcare.v1.JoinRequest\x1a\x18.fedcare.v1.JoinResponse\x12\x35\n\x05Tasks\x12\x18.fedcare.v1.TasksRequest\x1a\x10.fedcare.v1.Task0\x01\x12>\n\rDownloadModel\x12\x18.fedcare.v1.ModelRequest\x1a\x11.fedcare.v1.Chunk0\x01\x12@\n\x0cUploadUpdate\x12\x17.fedcare.v1.UpdateChunk\x1a\x15.fedcare.v1.UploadAck(\x01\x12G\n\x10ReportEvaluation\x12\x1c.fedcare.v1.EvaluationReport\x1a\x15.fedcare.v1.UploadAck\x12\x42\n\x0bWatchStatus\x12\x18.fedcare.v1.WatchRequest\x1a\x17.fedcare.v1.StatusEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64\x63\x61re/v1/coordinator.proto\x12\nfedcare.v1\"\x14\n\x12\x44\x65scribeJobRequest\"4\n\x0eJobDescription\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x15\n\rjob_spec_json\x18\x02 \x01(\t\"\x85\x01\n\x0bJoinRequest\x12\x15\n\rtrain_samples\x18\x01 \x01(\x03\x12\x1a\n\x12validation_samples\x18\x02 \x01(\x03\x12\x16\n\x0e\x63lient_version\x18\x03 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_sum\x18\x04 \x03(\x01\x12\x16\n\x0e\x66\x65\x61ture_sum_sq\x18\x05 \x03(\x01\"D\n\x0cJoinResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x0b\n\x03job\x18\x03 \x01(\t\"\"\n\x0cTasksRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xc9\x02\n\x04Task\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.fedcare.v1.Task.Kind\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x11\n\tsucceeded\x18\x06 \x01(\x08\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x0e\n\x06weight\x18\x08 \x01(\x01\"\x96\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02\x12\x08\n\x04\x44ONE\x10\x03\x12\x14\n\x10SECAGG_ADVERTISE\x10\x04\x12\x15\n\x11SECAGG_SHARE_KEYS\x10\x05\x12\x11\n\rSECAGG_UNMASK\x10\x06\x12\x15\n\x11\x44\x45\x43RYPT_AGGREGATE\x10\x07\"9\n\x0cModelRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"*\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\")\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\"\xbc\x02\n\x0cUpdateHeader\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\t\x12\x13\n\x0bnum_samples\x18\x04 \x01(\x03\x12\'\n\x07tensors\x18\x05 \x03(\x0b\x32\x16.fedcare.v1.TensorInfo\x12\x41\n\rtrain_metrics\x18\x06 \x03(\x0b\x32*.fedcare.v1.UpdateHeader.TrainMetricsEntry\x12,\n\x08\x65ncoding\x18\x07 \x01(\x0e\x32\x1a.fedcare.v1.UpdateEncoding\x12\x0f\n\x07\x65psilon\x18\x08 \x01(\x01\x1a\x33\n\x11TrainMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"T\n\x0bUpdateChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.fedcare.v1.UpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"-\n\tUploadAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"\xcd\x01\n\x10\x45valuationReport\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0bnum_samples\x18\x04 \x01(\x03\x12:\n\x07metrics\x18\x05 \x03(\x0b\x32).fedcare.v1.EvaluationReport.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"j\n\x0ePrivacyMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12$\n\x05phase\x18\x03 \x01(\x0e\x32\x15.fedcare.v1.Task.Kind\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"\x0e\n\x0cWatchRequest\"\"\n\x0bStatusEvent\x12\x13\n\x0bstatus_json\x18\x01 \x01(\t*N\n\x0eUpdateEncoding\x12\r\n\tPLAIN_F32\x10\x00\x12\n\n\x06MASKED\x10\x01\x12\x08\n\x04\x43KKS\x10\x02\x12\x17\n\x13\x44\x45\x43RYPTED_AGGREGATE\x10\x03\x32\x9d\x04\n\x0b\x43oordinator\x12I\n\x0b\x44\x65scribeJob\x12\x1e.fedcare.v1.DescribeJobRequest\x1a\x1a.fedcare.v1.JobDescription\x12\x39\n\x04Join\x12\x17.fedcare.v1.JoinRequest\x1a\x18.fedcare.v1.JoinResponse\x12\x35\n\x05Tasks\x12\x18.fedcare.v1.TasksRequest\x1a\x10.fedcare.v1.Task0\x01\x12>\n\rDownloadModel\x12\x18.fedcare.v1.ModelRequest\x1a\x11.fedcare.v1.Chunk0\x01\x12@\n\x0cUploadUpdate\x12\x17.fedcare.v1.UpdateChunk\x1a\x15.fedcare.v1.UploadAck(\x01\x12G\n\x10ReportEvaluation\x12\x1c.fedcare.v1.EvaluationReport\x1a\x15.fedcare.v1.UploadAck\x12\x42\n\rSubmitPrivacy\x12\x1a.fedcare.v1.PrivacyMessage\x1a\x15.fedcare.v1.UploadAck\x12\x42\n\x0bWatchStatus\x12\x18.fedcare.v1.WatchRequest\x1a\x17.fedcare.v1.StatusEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEHEADER_TRAINMETRICSENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATIONREPORT_METRICSENTRY']._loaded_options = None
   _globals['_EVALUATIONREPORT_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_UPDATEENCODING']._serialized_start=1660
+  _globals['_UPDATEENCODING']._serialized_end=1738
   _globals['_DESCRIBEJOBREQUEST']._serialized_start=44
   _globals['_DESCRIBEJOBREQUEST']._serialized_end=64
   _globals['_JOBDESCRIPTION']._serialized_start=66
@@ -46,31 +48,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSREQUEST']._serialized_start=326
   _globals['_TASKSREQUEST']._serialized_end=360
   _globals['_TASK']._serialized_start=363
-  _globals['_TASK']._serialized_end=571
-  _globals['_TASK_KIND']._serialized_start=508
-  _globals['_TASK_KIND']._serialized_end=571
-  _globals['_MODELREQUEST']._serialized_start=573
-  _globals['_MODELREQUEST']._serialized_end=630
-  _globals['_CHUNK']._serialized_start=632
-  _globals['_CHUNK']._serialized_end=674
-  _globals['_TENSORINFO']._serialized_start=676
-  _globals['_TENSORINFO']._serialized_end=717
-  _globals['_UPDATEHEADER']._serialized_start=720
-  _globals['_UPDATEHEADER']._serialized_end=973
-  _globals['_UPDATEHEADER_TRAINMETRICSENTRY']._serialized_start=922
-  _globals['_UPDATEHEADER_TRAINMETRICSENTRY']._serialized_end=973
-  _globals['_UPDATECHUNK']._serialized_start=975
-  _globals['_UPDATECHUNK']._serialized_end=1059
-  _globals['_UPLOADACK']._serialized_start=1061
-  _globals['_UPLOADACK']._serialized_end=1106
-  _globals['_EVALUATIONREPORT']._serialized_start=1109
-  _globals['_EVALUATIONREPORT']._serialized_end=1314
-  _globals['_EVALUATIONREPORT_METRICSENTRY']._serialized_start=1268
-  _globals['_EVALUATIONREPORT_METRICSENTRY']._serialized_end=1314
-  _globals['_WATCHREQUEST']._serialized_start=1316
-  _globals['_WATCHREQUEST']._serialized_end=1330
-  _globals['_STATUSEVENT']._serialized_start=1332
-  _globals['_STATUSEVENT']._serialized_end=1366
-  _globals['_COORDINATOR']._serialized_start=1369
-  _globals['_COORDINATOR']._serialized_end=1842
+  _globals['_TASK']._serialized_end=692
+  _globals['_TASK_KIND']._serialized_start=542
+  _globals['_TASK_KIND']._serialized_end=692
+  _globals['_MODELREQUEST']._serialized_start=694
+  _globals['_MODELREQUEST']._serialized_end=751
+  _globals['_CHUNK']._serialized_start=753
+  _globals['_CHUNK']._serialized_end=795
+  _globals['_TENSORINFO']._serialized_start=797
+  _globals['_TENSORINFO']._serialized_end=838
+  _globals['_UPDATEHEADER']._serialized_start=841
+  _globals['_UPDATEHEADER']._serialized_end=1157
+  _globals['_UPDATEHEADER_TRAINMETRICSENTRY']._serialized_start=1106
+  _globals['_UPDATEHEADER_TRAINMETRICSENTRY']._serialized_end=1157
+  _globals['_UPDATECHUNK']._serialized_start=1159
+  _globals['_UPDATECHUNK']._serialized_end=1243
+  _globals['_UPLOADACK']._serialized_start=1245
+  _globals['_UPLOADACK']._serialized_end=1290
+  _globals['_EVALUATIONREPORT']._serialized_start=1293
+  _globals['_EVALUATIONREPORT']._serialized_end=1498
+  _globals['_EVALUATIONREPORT_METRICSENTRY']._serialized_start=1452
+  _globals['_EVALUATIONREPORT_METRICSENTRY']._serialized_end=1498
+  _globals['_PRIVACYMESSAGE']._serialized_start=1500
+  _globals['_PRIVACYMESSAGE']._serialized_end=1606
+  _globals['_WATCHREQUEST']._serialized_start=1608
+  _globals['_WATCHREQUEST']._serialized_end=1622
+  _globals['_STATUSEVENT']._serialized_start=1624
+  _globals['_STATUSEVENT']._serialized_end=1658
+  _globals['_COORDINATOR']._serialized_start=1741
+  _globals['_COORDINATOR']._serialized_end=2282
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class UpdateEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLAIN_F32: _ClassVar[UpdateEncoding]
+    MASKED: _ClassVar[UpdateEncoding]
+    CKKS: _ClassVar[UpdateEncoding]
+    DECRYPTED_AGGREGATE: _ClassVar[UpdateEncoding]
+PLAIN_F32: UpdateEncoding
+MASKED: UpdateEncoding
+CKKS: UpdateEncoding
+DECRYPTED_AGGREGATE: UpdateEncoding
+
 class DescribeJobRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -50,30 +61,42 @@ class TasksRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "round", "model_version", "deadline_seconds", "message", "succeeded")
+    __slots__ = ("kind", "round", "model_version", "deadline_seconds", "message", "succeeded", "payload", "weight")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[Task.Kind]
         TRAIN: _ClassVar[Task.Kind]
         EVALUATE: _ClassVar[Task.Kind]
         DONE: _ClassVar[Task.Kind]
+        SECAGG_ADVERTISE: _ClassVar[Task.Kind]
+        SECAGG_SHARE_KEYS: _ClassVar[Task.Kind]
+        SECAGG_UNMASK: _ClassVar[Task.Kind]
+        DECRYPT_AGGREGATE: _ClassVar[Task.Kind]
     KIND_UNSPECIFIED: Task.Kind
     TRAIN: Task.Kind
     EVALUATE: Task.Kind
     DONE: Task.Kind
+    SECAGG_ADVERTISE: Task.Kind
+    SECAGG_SHARE_KEYS: Task.Kind
+    SECAGG_UNMASK: Task.Kind
+    DECRYPT_AGGREGATE: Task.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
     kind: Task.Kind
     round: int
     model_version: str
     deadline_seconds: float
     message: str
     succeeded: bool
-    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round: _Optional[int] = ..., model_version: _Optional[str] = ..., deadline_seconds: _Optional[float] = ..., message: _Optional[str] = ..., succeeded: _Optional[bool] = ...) -> None: ...
+    payload: bytes
+    weight: float
+    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., round: _Optional[int] = ..., model_version: _Optional[str] = ..., deadline_seconds: _Optional[float] = ..., message: _Optional[str] = ..., succeeded: _Optional[bool] = ..., payload: _Optional[bytes] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class ModelRequest(_message.Message):
     __slots__ = ("session_id", "model_version")
@@ -100,7 +123,7 @@ class TensorInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("session_id", "round", "base_version", "num_samples", "tensors", "train_metrics")
+    __slots__ = ("session_id", "round", "base_version", "num_samples", "tensors", "train_metrics", "encoding", "epsilon")
     class TrainMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -114,13 +137,17 @@ class UpdateHeader(_message.Message):
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_METRICS_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round: int
     base_version: str
     num_samples: int
     tensors: _containers.RepeatedCompositeFieldContainer[TensorInfo]
     train_metrics: _containers.ScalarMap[str, float]
-    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., base_version: _Optional[str] = ..., num_samples: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., train_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    encoding: UpdateEncoding
+    epsilon: float
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., base_version: _Optional[str] = ..., num_samples: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., train_metrics: _Optional[_Mapping[str, float]] = ..., encoding: _Optional[_Union[UpdateEncoding, str]] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class UpdateChunk(_message.Message):
     __slots__ = ("header", "data")
@@ -158,6 +185,18 @@ class EvaluationReport(_message.Message):
     num_samples: int
     metrics: _containers.ScalarMap[str, float]
     def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., model_version: _Optional[str] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class PrivacyMessage(_message.Message):
+    __slots__ = ("session_id", "round", "phase", "payload")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    round: int
+    phase: Task.Kind
+    payload: bytes
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., phase: _Optional[_Union[Task.Kind, str]] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ()

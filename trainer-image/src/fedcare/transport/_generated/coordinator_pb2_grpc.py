@@ -65,6 +65,11 @@ class CoordinatorStub:
                 request_serializer=fedcare_dot_v1_dot_coordinator__pb2.EvaluationReport.SerializeToString,
                 response_deserializer=fedcare_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
                 _registered_method=True)
+        self.SubmitPrivacy = channel.unary_unary(
+                '/fedcare.v1.Coordinator/SubmitPrivacy',
+                request_serializer=fedcare_dot_v1_dot_coordinator__pb2.PrivacyMessage.SerializeToString,
+                response_deserializer=fedcare_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
+                _registered_method=True)
         self.WatchStatus = channel.unary_stream(
                 '/fedcare.v1.Coordinator/WatchStatus',
                 request_serializer=fedcare_dot_v1_dot_coordinator__pb2.WatchRequest.SerializeToString,
@@ -119,6 +124,14 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitPrivacy(self, request, context):
+        """A secure-aggregation protocol message (key advertisement, encrypted shares, unmasking
+        shares). The coordinator relays what it cannot read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchStatus(self, request, context):
         """Streams the job status (the FederatedJob .status as JSON) on every change.
         """
@@ -157,6 +170,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             'ReportEvaluation': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportEvaluation,
                     request_deserializer=fedcare_dot_v1_dot_coordinator__pb2.EvaluationReport.FromString,
+                    response_serializer=fedcare_dot_v1_dot_coordinator__pb2.UploadAck.SerializeToString,
+            ),
+            'SubmitPrivacy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitPrivacy,
+                    request_deserializer=fedcare_dot_v1_dot_coordinator__pb2.PrivacyMessage.FromString,
                     response_serializer=fedcare_dot_v1_dot_coordinator__pb2.UploadAck.SerializeToString,
             ),
             'WatchStatus': grpc.unary_stream_rpc_method_handler(
@@ -327,6 +345,33 @@ class Coordinator:
             target,
             '/fedcare.v1.Coordinator/ReportEvaluation',
             fedcare_dot_v1_dot_coordinator__pb2.EvaluationReport.SerializeToString,
+            fedcare_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitPrivacy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcare.v1.Coordinator/SubmitPrivacy',
+            fedcare_dot_v1_dot_coordinator__pb2.PrivacyMessage.SerializeToString,
             fedcare_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
             options,
             channel_credentials,
