@@ -37,7 +37,7 @@ def test_breast_cancer_three_sites_reaches_auroc(make_job: JobFactory, tmp_path:
     final = status["rounds"][-1]
     assert final["metrics"]["auroc"] >= 0.95, final
     assert final["participants"] == 3
-    assert set(final["metrics"]) == {"loss", "accuracy", "auroc"}
+    assert set(final["metrics"]) == {"loss", "accuracy", "auroc", "auprc", "brier", "ece"}
     assert status["latestModel"]["version"] == final["modelVersion"]
     assert {c["type"]: c["status"] for c in status["conditions"]}["Complete"] == "True"
 

@@ -174,7 +174,11 @@ def test_federatedjob_crd_names_columns_and_rules() -> None:
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert props["spec"]["properties"]["rounds"]["minimum"] == 1
-    assert props["spec"]["properties"]["task"]["enum"] == ["binary-classification", "regression"]
+    assert props["spec"]["properties"]["task"]["enum"] == [
+        "binary-classification",
+        "regression",
+        "survival",
+    ]
 
 
 def test_participant_crd_names_columns_and_status() -> None:

@@ -1,4 +1,9 @@
-"""Tests of fedcare.repository: local versions, atomicity, integrity, safetensors I/O."""
+"""Tests of fedcare.repository: versions, atomicity, integrity, safetensors I/O.
+
+The contract tests take the ``backend`` fixture (tests/unit/conftest.py) and run against both
+the local repository and the S3 repository (moto's standalone server over HTTP); the rest are
+local-specific.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from fedcare.repository import (
     to_safetensors_bytes,
 )
 from fedcare.repository.local import TMP_PREFIX
+from tests.support.repo_backends import Backend
 
 JOB = "heart-study"
 
@@ -57,13 +63,13 @@ def _meta(round_: int = 1, parent: str | None = None) -> NewVersion:
     )
 
 
-def _visible(repo: LocalRepository, job: str = JOB) -> list[str]:
+def _visible(repo: ModelRepository, job: str = JOB) -> list[str]:
     return [m.version for m in repo.list_versions(job)]
 
 
 @pytest.fixture()
 def repo(tmp_path: Path) -> LocalRepository:
-    """An empty repository."""
+    """An empty local repository."""
     return LocalRepository(tmp_path / "models")
 
 
@@ -71,12 +77,12 @@ def repo(tmp_path: Path) -> LocalRepository:
 # Round trip and metadata
 
 
-def test_round_trip(repo: LocalRepository) -> None:
+def test_round_trip(backend: Backend) -> None:
+    repo = backend.repo
     weights = _weights()
     meta = repo.write_version(JOB, weights, _meta())
     assert meta.version == "v0001" and meta.job == JOB and meta.round == 1
-    path = repo.root / JOB / "v0001" / "model.safetensors"
-    data = path.read_bytes()
+    data = backend.read_raw(f"{JOB}/v0001/model.safetensors")
     assert meta.sha256 == hashlib.sha256(data).hexdigest()
     assert meta.size_bytes == len(data)
     assert [(t.name, t.shape) for t in meta.tensors] == [
@@ -95,9 +101,9 @@ def test_round_trip(repo: LocalRepository) -> None:
     assert repo.jobs() == [JOB]
 
 
-def test_metadata_json_is_camel_case(repo: LocalRepository) -> None:
-    repo.write_version(JOB, _weights(), _meta())
-    raw = json.loads((repo.root / JOB / "v0001" / "metadata.json").read_text())
+def test_metadata_json_is_camel_case(backend: Backend) -> None:
+    backend.repo.write_version(JOB, _weights(), _meta())
+    raw = json.loads(backend.read_raw(f"{JOB}/v0001/metadata.json"))
     assert set(raw) >= {
         "job",
         "version",
@@ -117,14 +123,15 @@ def test_metadata_json_is_camel_case(repo: LocalRepository) -> None:
     assert VersionMetadata.model_validate(raw).version == "v0001"
 
 
-def test_non_finite_metrics_are_left_out(repo: LocalRepository) -> None:
+def test_non_finite_metrics_are_left_out(backend: Backend) -> None:
     meta = NewVersion(round=1, metrics={"auroc": float("nan"), "loss": 0.5})
-    written = repo.write_version(JOB, _weights(), meta)
+    written = backend.repo.write_version(JOB, _weights(), meta)
     assert written.metrics == {"loss": 0.5}
-    json.loads((repo.root / JOB / "v0001" / "metadata.json").read_text())  # strict JSON
+    json.loads(backend.read_raw(f"{JOB}/v0001/metadata.json"))  # strict JSON
 
 
-def test_empty_repository(repo: LocalRepository) -> None:
+def test_empty_repository(backend: Backend) -> None:
+    repo = backend.repo
     assert repo.list_versions(JOB) == []
     assert repo.latest(JOB) is None
     assert repo.jobs() == []
@@ -136,7 +143,8 @@ def test_empty_repository(repo: LocalRepository) -> None:
         repo.open_weights_stream(JOB, "v0001")
 
 
-def test_invalid_names(repo: LocalRepository) -> None:
+def test_invalid_names(backend: Backend) -> None:
+    repo = backend.repo
     for job in ("../etc", "Upper", "", "a/b", ".hidden"):
         with pytest.raises(RepositoryError, match="job name"):
             repo.write_version(job, _weights(), _meta())
@@ -149,7 +157,8 @@ def test_invalid_names(repo: LocalRepository) -> None:
 # Versioning
 
 
-def test_versions_are_monotonic(repo: LocalRepository) -> None:
+def test_versions_are_monotonic(backend: Backend) -> None:
+    repo = backend.repo
     parent: str | None = None
     for r in range(1, 6):
         meta = repo.write_version(JOB, _weights(r), _meta(r, parent))
@@ -190,7 +199,8 @@ def test_numbering_past_9999(repo: LocalRepository) -> None:
     assert latest is not None and latest.version == "v10000"
 
 
-def test_concurrent_writers_never_collide(repo: LocalRepository) -> None:
+def test_concurrent_writers_never_collide(backend: Backend) -> None:
+    repo = backend.repo
     barrier = threading.Barrier(2)
     results: list[str] = []
     errors: list[Exception] = []
@@ -198,7 +208,7 @@ def test_concurrent_writers_never_collide(repo: LocalRepository) -> None:
 
     def writer(seed: int) -> None:
         # Each thread has its own repository object, as separate processes would.
-        mine = LocalRepository(repo.root)
+        mine = backend.twin()
         barrier.wait()
         try:
             for i in range(10):
@@ -317,24 +327,26 @@ def test_stale_tmp_dirs_are_cleaned(repo: LocalRepository) -> None:
     assert not stale.exists()
 
 
-def test_nan_weights_refused_with_nothing_written(repo: LocalRepository) -> None:
+def test_nan_weights_refused_with_nothing_written(backend: Backend) -> None:
+    repo = backend.repo
     repo.write_version(JOB, _weights(), _meta())
-    before = sorted(os.listdir(repo.root / JOB))
+    before = backend.stored(JOB)
     for bad_value in (np.nan, np.inf, -np.inf):
         bad = _weights()
         bad["layer0.weight"][2, 1] = bad_value
         with pytest.raises(RepositoryError, match="non-finite"):
             repo.write_version(JOB, bad, _meta())
-    assert sorted(os.listdir(repo.root / JOB)) == before
+    assert backend.stored(JOB) == before
     # Nothing written for a brand-new job either.
     bad = _weights()
     bad["scale"] = np.array(np.nan, dtype=np.float32)
     with pytest.raises(RepositoryError):
         repo.write_version("new-job", bad, _meta())
-    assert not (repo.root / "new-job").exists()
+    assert backend.stored("new-job") == []
 
 
-def test_non_float32_refused(repo: LocalRepository) -> None:
+def test_non_float32_refused(backend: Backend) -> None:
+    repo = backend.repo
     for arr in (
         np.zeros(3, dtype=np.float64),
         np.zeros(3, dtype=np.float16),
@@ -349,7 +361,8 @@ def test_non_float32_refused(repo: LocalRepository) -> None:
     assert repo.list_versions(JOB) == []
 
 
-def test_non_contiguous_weights_are_stored(repo: LocalRepository) -> None:
+def test_non_contiguous_weights_are_stored(backend: Backend) -> None:
+    repo = backend.repo
     base = np.arange(24, dtype=np.float32).reshape(4, 6)
     view = base[:, ::2].T  # neither C- nor F-contiguous
     meta = repo.write_version(JOB, {"w": view}, _meta())
@@ -417,12 +430,13 @@ def test_sigkill_mid_write_leaves_no_version(repo: LocalRepository, tmp_path: Pa
 # Integrity and streaming
 
 
-def test_tampered_file_is_detected(repo: LocalRepository, tmp_path: Path) -> None:
+def test_tampered_file_is_detected(backend: Backend, tmp_path: Path) -> None:
+    repo = backend.repo
     meta = repo.write_version(JOB, _weights(), _meta())
-    path = repo.root / JOB / meta.version / "model.safetensors"
-    data = bytearray(path.read_bytes())
+    rel = f"{JOB}/{meta.version}/model.safetensors"
+    data = bytearray(backend.read_raw(rel))
     data[-1] ^= 0x01  # a bit flip inside the last tensor: still valid safetensors
-    path.write_bytes(bytes(data))
+    backend.write_raw(rel, bytes(data))
     with pytest.raises(RepositoryError, match="sha256"):
         repo.read_weights(JOB, meta.version)
     with pytest.raises(RepositoryError, match="sha256"):
@@ -431,29 +445,34 @@ def test_tampered_file_is_detected(repo: LocalRepository, tmp_path: Path) -> Non
         repo.export(JOB, meta.version, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
     # Truncation is caught too.
-    path.write_bytes(bytes(data[:-4]))
+    backend.write_raw(rel, bytes(data[:-4]))
     with pytest.raises(RepositoryError, match="sha256"):
         repo.read_weights(JOB, meta.version)
 
 
-def test_missing_weights_file(repo: LocalRepository) -> None:
+def test_missing_weights_file(backend: Backend) -> None:
+    repo = backend.repo
     meta = repo.write_version(JOB, _weights(), _meta())
-    (repo.root / JOB / meta.version / "model.safetensors").unlink()
+    backend.delete_raw(f"{JOB}/{meta.version}/model.safetensors")
     with pytest.raises(RepositoryError, match="missing"):
         repo.read_weights(JOB, meta.version)
+    with pytest.raises(RepositoryError, match="missing"):
+        repo.open_weights_stream(JOB, meta.version)
 
 
-def test_corrupt_metadata(repo: LocalRepository) -> None:
+def test_corrupt_metadata(backend: Backend) -> None:
+    repo = backend.repo
     meta = repo.write_version(JOB, _weights(), _meta())
-    (repo.root / JOB / meta.version / "metadata.json").write_text("{not json")
+    backend.write_raw(f"{JOB}/{meta.version}/metadata.json", b"{not json")
     with pytest.raises(RepositoryError, match="malformed"):
         repo.get(JOB, meta.version)
 
 
-def test_stream_reassembles_file(repo: LocalRepository) -> None:
+def test_stream_reassembles_file(backend: Backend) -> None:
+    repo = backend.repo
     weights = {"w": np.random.default_rng(1).standard_normal(10_000).astype(np.float32)}
     meta = repo.write_version(JOB, weights, _meta())
-    file_bytes = (repo.root / JOB / meta.version / "model.safetensors").read_bytes()
+    file_bytes = backend.read_raw(f"{JOB}/{meta.version}/model.safetensors")
     chunks = list(repo.open_weights_stream(JOB, meta.version, chunk_size=4096))
     assert len(chunks) == -(-len(file_bytes) // 4096)
     assert all(len(c) <= 4096 for c in chunks)
@@ -465,12 +484,13 @@ def test_stream_reassembles_file(repo: LocalRepository) -> None:
         repo.open_weights_stream(JOB, meta.version, chunk_size=0)
 
 
-def test_export(repo: LocalRepository, tmp_path: Path) -> None:
+def test_export(backend: Backend, tmp_path: Path) -> None:
+    repo = backend.repo
     meta = repo.write_version(JOB, _weights(), _meta())
-    src = repo.root / JOB / meta.version / "model.safetensors"
+    src = backend.read_raw(f"{JOB}/{meta.version}/model.safetensors")
     out = repo.export(JOB, meta.version, tmp_path / "exports" / "best.safetensors")
     assert out == tmp_path / "exports" / "best.safetensors"
-    assert out.read_bytes() == src.read_bytes()
+    assert out.read_bytes() == src
     side = VersionMetadata.model_validate_json((tmp_path / "exports" / "best.json").read_bytes())
     assert side == meta
     into_dir = repo.export(JOB, meta.version, tmp_path / "exports")
@@ -523,8 +543,6 @@ def test_open_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert relative.version_uri(JOB, "v0001") == (
         (tmp_path / "fedcare-models" / JOB / "v0001").resolve().as_uri()
     )
-    with pytest.raises(RepositoryError, match="S3"):
-        open_repository("s3://bucket/prefix")
     with pytest.raises(RepositoryError, match="unsupported"):
         open_repository("http://example.com/models")
     with pytest.raises(RepositoryError, match="no path"):

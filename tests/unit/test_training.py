@@ -131,7 +131,7 @@ def test_regression_training_and_metrics() -> None:
     before = evaluate(model, x, y, Task.REGRESSION)
     train_local(model, x, y, TrainingSpec(epochs=30, learning_rate=0.05), Task.REGRESSION, 1)
     after = evaluate(model, x, y, Task.REGRESSION)
-    assert set(after) == {"loss", "mse", "mae"}
+    assert set(after) == {"loss", "mse", "mae", "rmse", "r2"}
     assert after["loss"] == after["mse"] < 0.01 < before["mse"]
     pred = model(x).detach().numpy()
     assert after["mae"] == pytest.approx(mean_absolute_error(y.numpy(), pred), rel=1e-5)

@@ -66,7 +66,7 @@ def _cmd_validate(ns: argparse.Namespace) -> int:
 def _cmd_synth(ns: argparse.Namespace) -> int:
     from fedcare.data import synthesize
 
-    paths = synthesize(ns.sites, ns.rows, Path(ns.out), fmt=ns.format, seed=ns.seed)
+    paths = synthesize(ns.sites, ns.rows, Path(ns.out), fmt=ns.format, seed=ns.seed, task=ns.task)
     for p in paths:
         print(p)
     return 0
@@ -128,6 +128,35 @@ def _cmd_models_export(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models_rollback(ns: argparse.Namespace) -> int:
+    from fedcare.repository import NewVersion, check_version, open_repository
+
+    repo = open_repository(_repo_uri(ns.repo))
+    source = repo.get(ns.job, check_version(ns.version))
+    latest = repo.latest(ns.job)
+    if latest is None or latest.version == source.version:
+        print(f"{ns.job}: {source.version} is already the latest version; nothing written")
+        return 0
+    written = repo.write_version(
+        ns.job,
+        repo.read_weights(ns.job, source.version),  # sha256-verified
+        NewVersion(
+            round=latest.round,
+            parent_version=latest.version,
+            metrics=source.metrics,
+            train_metrics=source.train_metrics,
+            participants=source.participants,
+            strategy=source.strategy,
+            rolled_back_from=source.version,
+        ),
+    )
+    print(
+        f"{ns.job}: {written.version} holds the weights of {source.version} "
+        f"(parent {latest.version}); {repo.version_uri(ns.job, written.version)}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fedcare``."""
     parser = argparse.ArgumentParser(
@@ -177,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--task",
+        choices=["binary-classification", "survival"],
+        default="binary-classification",
+        help="label 'readmitted' (0/1), or survival columns 'time' (days) and 'event' (0/1)",
+    )
     p.set_defaults(handler=_cmd_synth)
 
     models = sub.add_parser("models", help="the model repository").add_subparsers(
@@ -197,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--repo", default="./fedcare-models")
     p.set_defaults(handler=_cmd_models_export)
+    p = models.add_parser(
+        "rollback",
+        help="make a version's weights the latest again, as a new version (history is kept)",
+    )
+    p.add_argument("job")
+    p.add_argument("version", help="the earlier version to roll back to, e.g. v0003")
+    p.add_argument("--repo", default="./fedcare-models", help="folder or file:// / s3:// URI")
+    p.set_defaults(handler=_cmd_models_rollback)
     return parser
 
 

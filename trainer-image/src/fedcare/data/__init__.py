@@ -2,11 +2,13 @@
 
 from fedcare.data.loaders import SiteData, load_site, resolve_format
 from fedcare.data.split import split_indices
-from fedcare.data.synth import SYNTH_FEATURES, SYNTH_LABEL, synthesize
+from fedcare.data.synth import SYNTH_EVENT, SYNTH_FEATURES, SYNTH_LABEL, SYNTH_TIME, synthesize
 
 __all__ = [
+    "SYNTH_EVENT",
     "SYNTH_FEATURES",
     "SYNTH_LABEL",
+    "SYNTH_TIME",
     "SiteData",
     "load_site",
     "resolve_format",

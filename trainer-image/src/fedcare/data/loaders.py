@@ -31,7 +31,8 @@ _FALSE = frozenset({"false", "f", "no"})
 class SiteData:
     """A site's table split into training and validation arrays (float32).
 
-    ``x_*`` have shape ``(n, len(feature_names))``; ``y_*`` have shape ``(n,)``.
+    ``x_*`` have shape ``(n, len(feature_names))``; ``y_*`` have shape ``(n,)`` (the label),
+    or ``(n, 2)`` with columns ``[time, event]`` for a survival schema.
     """
 
     x_train: Float32Array
@@ -63,7 +64,9 @@ def load_site(source: DataSource, schema: DataSchema, seed: int = 0) -> SiteData
     """Read ``source``, check it against ``schema`` and split it into train and validation.
 
     Feature columns are taken in ``schema.features`` order. Booleans count as 0/1. The split
-    is deterministic in ``seed`` (see :func:`fedcare.data.split.split_indices`).
+    is deterministic in ``seed`` (see :func:`fedcare.data.split.split_indices`). With
+    ``schema.time`` and ``schema.event`` (survival) ``y`` is ``(n, 2)``: ``[time, event]``, time
+    at least 0 and event 0 (censored) or 1 (event observed).
     """
     path = Path(source.path)
     fmt = resolve_format(path, source.format)
@@ -71,7 +74,7 @@ def load_site(source: DataSource, schema: DataSchema, seed: int = 0) -> SiteData
         raise DataError(f"{path}: file not found")
     if not path.is_file():
         raise DataError(f"{path}: not a regular file")
-    wanted = [*schema.features, schema.label]
+    wanted = [*schema.features, *schema.target_columns]
     table = _read_table(path, fmt, wanted)
     n = table.num_rows
     if n == 0:
@@ -79,7 +82,7 @@ def load_site(source: DataSource, schema: DataSchema, seed: int = 0) -> SiteData
     x = np.empty((n, len(schema.features)), dtype=np.float32)
     for j, name in enumerate(schema.features):
         x[:, j] = _numeric_column(table.column(name), path, name, "feature")
-    y = _numeric_column(table.column(schema.label), path, schema.label, "label")
+    y = _target(table, path, schema)
     train, val = split_indices(n, source.validation_fraction, seed, source=str(path))
     return SiteData(
         x_train=x[train],
@@ -88,6 +91,31 @@ def load_site(source: DataSource, schema: DataSchema, seed: int = 0) -> SiteData
         y_val=y[val],
         feature_names=tuple(schema.features),
     )
+
+
+def _target(table: pa.Table, path: Path, schema: DataSchema) -> Float32Array:
+    """The label as ``(n,)``, or ``[time, event]`` as ``(n, 2)`` for a survival schema."""
+    if schema.time is not None and schema.event is not None:
+        time = _numeric_column(table.column(schema.time), path, schema.time, "time")
+        event = _numeric_column(table.column(schema.event), path, schema.event, "event")
+        negative = time < 0
+        if negative.any():
+            row = int(np.argmax(negative))
+            raise DataError(
+                f"{path}: time column {schema.time!r}, row {row + 1}: negative time "
+                f"{float(time[row]):g}"
+            )
+        not_binary = (event != 0) & (event != 1)
+        if not_binary.any():
+            row = int(np.argmax(not_binary))
+            raise DataError(
+                f"{path}: event column {schema.event!r}, row {row + 1}: value "
+                f"{float(event[row]):g} is not 0 (censored) or 1 (event)"
+            )
+        return np.column_stack([time, event]).astype(np.float32, copy=False)
+    if schema.label is None:
+        raise DataError(f"{path}: the data schema names no target (label, or time and event)")
+    return _numeric_column(table.column(schema.label), path, schema.label, "label")
 
 
 def _read_table(path: Path, fmt: DataFormat, columns: list[str]) -> pa.Table:

@@ -3,6 +3,12 @@
 Each site gets its own patient mix (age, BMI, comorbidity burden, emergency share) and its own
 baseline readmission rate; the label ``readmitted`` is drawn from a logistic model of the
 features, so a model can learn it (AUROC of the true model around 0.75).
+
+The survival mode (``task="survival"``) keeps the features and replaces the label with a time
+to event in days and an event flag: times are Weibull (shape 1.3) with a proportional hazard
+``exp(linear predictor + site shift)``, so a Cox model fits it (C-index of the true risk score
+around 0.7); follow-up ends at a random dropout time or after 5 years (censoring: 20 to 45%
+of rows, by site). Times are whole days, so ties occur.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ SYNTH_FEATURES: tuple[str, ...] = (
 )
 SYNTH_LABEL = "readmitted"
 SYNTH_FORMATS = ("csv", "parquet")
+#: Columns of the survival mode: days to the event or to censoring, and 1 = event observed.
+SYNTH_TIME = "time"
+SYNTH_EVENT = "event"
+SYNTH_TASKS = ("binary-classification", "survival")
 
 F64 = npt.NDArray[np.float64]
 
@@ -106,8 +116,34 @@ _INTEGER_COLUMNS = frozenset(
         "prior_admissions",
         "emergency_admission",
         SYNTH_LABEL,
+        SYNTH_TIME,
+        SYNTH_EVENT,
     }
 )
+
+
+def _survival_columns(
+    cols: dict[str, F64], p: _SiteProfile, rows: int, rng: np.random.Generator
+) -> dict[str, F64]:
+    """Replace the label of ``cols`` by Weibull times to event (days) with censoring."""
+    hazard = (
+        0.03 * (cols["age"] - 60.0)
+        - 0.15 * cols["sex"]
+        + 0.25 * (cols["num_comorbidities"] - 1.5)
+        + 0.15 * (cols["hba1c"] - 6.0)
+        + 0.5 * (cols["creatinine"] - 1.0)
+        + 0.3 * cols["prior_admissions"]
+        + 0.4 * cols["emergency_admission"]
+        + (p.intercept + 1.9)  # the site's baseline hazard: 0 to about 0.9
+    )
+    shape, scale_days = 1.3, 3.0 * 365.0
+    u = 1.0 - rng.random(rows)  # in (0, 1]
+    event_time = scale_days * (-np.log(u) * np.exp(-hazard)) ** (1.0 / shape)
+    censor_time = np.minimum(rng.exponential(6.0 * 365.0, rows), 5.0 * 365.0)
+    out = {k: v for k, v in cols.items() if k != SYNTH_LABEL}
+    out[SYNTH_TIME] = np.maximum(np.ceil(np.minimum(event_time, censor_time)), 1.0)
+    out[SYNTH_EVENT] = (event_time <= censor_time).astype(np.float64)
+    return out
 
 
 def _to_table(cols: dict[str, F64]) -> pa.Table:
@@ -119,15 +155,25 @@ def _to_table(cols: dict[str, F64]) -> pa.Table:
     return pa.table(arrays)
 
 
-def synthesize(sites: int, rows: int, out_dir: Path, fmt: str = "csv", seed: int = 0) -> list[Path]:
+def synthesize(
+    sites: int,
+    rows: int,
+    out_dir: Path,
+    fmt: str = "csv",
+    seed: int = 0,
+    task: str = "binary-classification",
+) -> list[Path]:
     """Write ``site-1.<fmt>`` ... ``site-<sites>.<fmt>`` with ``rows`` rows each into ``out_dir``.
 
     ``fmt`` is ``"csv"`` or ``"parquet"``. Columns are :data:`SYNTH_FEATURES` then
-    :data:`SYNTH_LABEL` (0/1). Output is a function of ``(sites, rows, seed)``. Returns the
-    paths written, in site order.
+    :data:`SYNTH_LABEL` (0/1), or, with ``task="survival"``, :data:`SYNTH_TIME` (days) and
+    :data:`SYNTH_EVENT` (0/1). Output is a function of ``(sites, rows, seed, task)``. Returns
+    the paths written, in site order.
     """
     if fmt not in SYNTH_FORMATS:
         raise ValueError(f"fmt must be one of {SYNTH_FORMATS}, got {fmt!r}")
+    if task not in SYNTH_TASKS:
+        raise ValueError(f"task must be one of {SYNTH_TASKS}, got {task!r}")
     if sites < 1 or rows < 1:
         raise ValueError(f"sites and rows must be at least 1, got sites={sites}, rows={rows}")
     out_dir = Path(out_dir)
@@ -136,7 +182,10 @@ def synthesize(sites: int, rows: int, out_dir: Path, fmt: str = "csv", seed: int
     for k in range(sites):
         rng = np.random.default_rng([seed, k])
         profile = _profile(k / max(sites - 1, 1), rng)
-        table = _to_table(_site_columns(profile, rows, rng))
+        cols = _site_columns(profile, rows, rng)
+        if task == "survival":
+            cols = _survival_columns(cols, profile, rows, rng)
+        table = _to_table(cols)
         path = out_dir / f"site-{k + 1}.{fmt}"
         if fmt == "parquet":
             pq.write_table(table, path)

@@ -1,7 +1,8 @@
 """Model construction: every model standardizes its inputs, then runs a core network.
 
-The core is a logistic regression (one linear layer), an MLP, or a user plug-in. Outputs are
-logits for binary classification and predictions for regression, with shape ``(n,)``.
+The core is a logistic regression (one linear layer), an MLP, a linear Cox model, or a user
+plug-in. Outputs are logits for binary classification, predictions for regression and log
+relative hazards (risk scores) for survival, with shape ``(n,)``.
 """
 
 from __future__ import annotations
@@ -47,16 +48,17 @@ def build_model(spec: ModelSpec, task: Task, num_features: int, seed: int = 0) -
     """The model ``spec`` describes for ``num_features`` inputs, initialized from ``seed``.
 
     The same ``(spec, task, num_features, seed)`` always gives the same weights; the global
-    torch RNG is left as it was. ``task`` does not change the architecture (both tasks have
-    one output) but is part of the contract. Raises :class:`SpecError` for a broken plug-in
-    or one whose state holds non-floating tensors.
+    torch RNG is left as it was. Every task has one output unit. For ``survival`` the output
+    layer has no bias: the Cox partial likelihood does not depend on one (it cancels out of
+    every risk set), so ``cox`` is ``Linear(num_features, 1, bias=False)`` and the last layer
+    of an ``mlp`` drops its bias too. Raises :class:`SpecError` for a broken plug-in, one whose
+    state holds non-floating tensors, or a model name the task does not allow.
     """
-    del task  # one output unit for both tasks: a logit or a prediction
     if num_features < 1:
         raise ValueError(f"num_features must be at least 1, got {num_features}")
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
-        model = Standardized(_core(spec, num_features), num_features)
+        model = Standardized(_core(spec, task, num_features), num_features)
     for key, value in model.state_dict().items():
         if not value.is_floating_point():
             raise SpecError(
@@ -66,8 +68,16 @@ def build_model(spec: ModelSpec, task: Task, num_features: int, seed: int = 0) -
     return model
 
 
-def _core(spec: ModelSpec, num_features: int) -> nn.Module:
+def _core(spec: ModelSpec, task: Task, num_features: int) -> nn.Module:
     """The network behind the standardization step."""
+    survival = task is Task.SURVIVAL
+    if (spec.name is ModelName.COX) != survival and spec.name in (
+        ModelName.COX,
+        ModelName.LOGISTIC_REGRESSION,
+    ):
+        raise SpecError(f"model {spec.name.value!r} does not apply to task {task.value!r}")
+    if spec.name is ModelName.COX:
+        return nn.Linear(num_features, 1, bias=False)
     if spec.name is ModelName.LOGISTIC_REGRESSION:
         return nn.Linear(num_features, 1)
     if spec.name is ModelName.MLP:
@@ -78,7 +88,7 @@ def _core(spec: ModelSpec, num_features: int) -> nn.Module:
             if spec.dropout > 0.0:
                 layers.append(nn.Dropout(spec.dropout))
             width = units
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, 1, bias=not survival))
         return nn.Sequential(*layers)
     if spec.plugin is None:
         raise SpecError("model.plugin ('module:callable') is required when name is 'plugin'")

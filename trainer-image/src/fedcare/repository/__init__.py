@@ -17,10 +17,12 @@ from fedcare.repository.base import (
     VersionMetadata,
     check_job,
     check_version,
+    tensor_infos,
     version_name,
     version_number,
 )
 from fedcare.repository.local import METADATA_FILE, WEIGHTS_FILE, LocalRepository
+from fedcare.repository.refs import LoadedModel, check_layout, load_model_ref, resolve_model_ref
 from fedcare.repository.safetensors_io import (
     from_safetensors_bytes,
     load_file,
@@ -33,6 +35,7 @@ __all__ = [
     "METADATA_FILE",
     "VERSION_PATTERN",
     "WEIGHTS_FILE",
+    "LoadedModel",
     "LocalRepository",
     "ModelRepository",
     "NewVersion",
@@ -40,11 +43,15 @@ __all__ = [
     "TensorInfo",
     "VersionMetadata",
     "check_job",
+    "check_layout",
     "check_version",
     "from_safetensors_bytes",
     "load_file",
+    "load_model_ref",
     "open_repository",
+    "resolve_model_ref",
     "save_file",
+    "tensor_infos",
     "to_safetensors_bytes",
     "validate_weights",
     "version_name",
@@ -60,7 +67,9 @@ def open_repository(uri: str) -> ModelRepository:
 
     ``file://<path>`` is a :class:`LocalRepository`; the path is taken literally, so
     ``file://./models`` and ``file://models`` are relative to the working directory and
-    ``file:///srv/models`` is absolute. ``s3://`` is not supported yet.
+    ``file:///srv/models`` is absolute. ``s3://bucket/prefix`` is an
+    :class:`~fedcare.repository.s3.S3Repository` (needs the ``s3`` extra, i.e. boto3), configured
+    from the environment (endpoint, credentials; see :mod:`fedcare.repository.s3`).
     """
     if uri.startswith(_FILE):
         path = uri[len(_FILE) :]
@@ -68,8 +77,7 @@ def open_repository(uri: str) -> ModelRepository:
             raise RepositoryError(f"repository URI {uri!r} names no path")
         return LocalRepository(Path(path))
     if uri.startswith(_S3):
-        raise RepositoryError(
-            f"cannot open {uri!r}: S3 repository support needs the s3 extra and is not "
-            "implemented yet"
-        )
+        from fedcare.repository.s3 import S3Repository  # boto3: imported when needed
+
+        return S3Repository.from_uri(uri)
     raise RepositoryError(f"unsupported repository URI {uri!r}; expected file:// or s3://")

@@ -6,7 +6,8 @@ import re
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fedcare.spec._base import SpecModel
 from fedcare.spec.placement import DatasetVolume, Toleration
@@ -24,6 +25,9 @@ class Task(StrEnum):
 
     BINARY_CLASSIFICATION = "binary-classification"
     REGRESSION = "regression"
+    #: Time to event with right censoring: a Cox proportional-hazards model (``data.time``,
+    #: ``data.event`` instead of ``data.label``).
+    SURVIVAL = "survival"
 
 
 class ModelName(StrEnum):
@@ -32,6 +36,8 @@ class ModelName(StrEnum):
     LOGISTIC_REGRESSION = "logistic-regression"
     MLP = "mlp"
     PLUGIN = "plugin"
+    #: Linear Cox proportional-hazards model (task ``survival``): one linear layer, no intercept.
+    COX = "cox"
 
 
 class ModelSpec(SpecModel):
@@ -56,18 +62,34 @@ class ModelSpec(SpecModel):
 
 
 class DataSchema(SpecModel):
-    """Which columns every site's table must have."""
+    """Which columns every site's table must have.
+
+    ``label`` is the target of classification and regression; survival instead has ``time``
+    (time to the event or to censoring, >= 0) and ``event`` (1 = event observed, 0 = censored).
+    Which of them a job needs depends on its task (checked by :class:`FederatedJobSpec`).
+    """
 
     features: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=4096)
-    label: str = Field(min_length=1)
+    label: str | None = Field(default=None, min_length=1)
+    time: str | None = Field(default=None, min_length=1)
+    event: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _label_not_feature(self) -> DataSchema:
-        if self.label in self.features:
-            raise ValueError(f"label column {self.label!r} is also listed as a feature")
+        for role in ("label", "time", "event"):
+            column = getattr(self, role)
+            if column is not None and column in self.features:
+                raise ValueError(f"{role} column {column!r} is also listed as a feature")
         if len(set(self.features)) != len(self.features):
             raise ValueError("feature columns must be unique")
+        if self.time is not None and self.time == self.event:
+            raise ValueError(f"time and event name the same column {self.time!r}")
         return self
+
+    @property
+    def target_columns(self) -> list[str]:
+        """The target column(s): ``[label]``, or ``[time, event]`` for survival."""
+        return [c for c in (self.label, self.time, self.event) if c is not None]
 
 
 class Optimizer(StrEnum):
@@ -103,17 +125,32 @@ class Metric(StrEnum):
     LOSS = "loss"
     ACCURACY = "accuracy"
     AUROC = "auroc"
+    #: Area under the precision-recall curve (average precision).
+    AUPRC = "auprc"
+    #: Mean squared difference of predicted probability and outcome.
+    BRIER = "brier"
+    #: Expected calibration error over 10 equal-width probability bins.
+    ECE = "ece"
     MSE = "mse"
     MAE = "mae"
+    RMSE = "rmse"
+    #: Coefficient of determination.
+    R2 = "r2"
+    #: Harrell's concordance index of a survival model's risk scores.
+    CINDEX = "cindex"
 
 
 _TASK_METRICS: dict[Task, frozenset[Metric]] = {
-    Task.BINARY_CLASSIFICATION: frozenset({Metric.LOSS, Metric.ACCURACY, Metric.AUROC}),
-    Task.REGRESSION: frozenset({Metric.LOSS, Metric.MSE, Metric.MAE}),
+    Task.BINARY_CLASSIFICATION: frozenset(
+        {Metric.LOSS, Metric.ACCURACY, Metric.AUROC, Metric.AUPRC, Metric.BRIER, Metric.ECE}
+    ),
+    Task.REGRESSION: frozenset({Metric.LOSS, Metric.MSE, Metric.MAE, Metric.RMSE, Metric.R2}),
+    Task.SURVIVAL: frozenset({Metric.LOSS, Metric.CINDEX}),
 }
 _DEFAULT_HEADLINE: dict[Task, Metric] = {
     Task.BINARY_CLASSIFICATION: Metric.AUROC,
     Task.REGRESSION: Metric.MSE,
+    Task.SURVIVAL: Metric.CINDEX,
 }
 
 
@@ -164,6 +201,31 @@ class InlineParticipant(SpecModel):
     tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
 
 
+#: ``spec.initialModel``: a version name, or the URI of a version (root, job, version).
+MODEL_REF_PATTERN = (
+    r"^(v[0-9]{4,}|(file://.+|s3://[^/]+(/.+)?)/[a-z0-9]([-a-z0-9]*[a-z0-9])?/v[0-9]{4,}/?)$"
+)
+_MODEL_REF_RE = re.compile(MODEL_REF_PATTERN)
+
+
+def _field_error(
+    loc: tuple[str, ...], message: str, value: object, kind: str = "value_error"
+) -> ValidationError:
+    """A validation error at ``loc`` (camelCase names, relative to the model raising it), so
+    a cross-field check still names the field at fault, e.g. ``spec.data.time``. ``kind``
+    ``"missing"`` marks a required field that was left out."""
+    return ValidationError.from_exception_data(
+        "FederatedJobSpec",
+        [
+            InitErrorDetails(
+                type=PydanticCustomError(kind, message),
+                loc=loc,
+                input=value,
+            )
+        ],
+    )
+
+
 class FederatedJobSpec(SpecModel):
     """What to train, with whom, and how."""
 
@@ -180,6 +242,12 @@ class FederatedJobSpec(SpecModel):
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     repository: RepositorySpec = Field(default_factory=RepositorySpec)
+    #: Start from a stored model instead of a fresh one (fine-tuning): a version of this job
+    #: (``v0003``) or a version's URI (``file://<root>/<job>/<version>``,
+    #: ``s3://<bucket>/<prefix>/<job>/<version>``). Its tensors must fit ``model``.
+    initial_model: str | None = Field(
+        default=None, max_length=2048, json_schema_extra={"pattern": MODEL_REF_PATTERN}
+    )
     participants: list[InlineParticipant] = Field(default_factory=list, max_length=10_000)
 
     @model_validator(mode="after")
@@ -201,6 +269,53 @@ class FederatedJobSpec(SpecModel):
             raise ValueError(
                 f"evaluation.headline {self.evaluation.headline.value!r} does not apply to "
                 f"task {self.task.value!r}"
+            )
+        return self
+
+    @field_validator("initial_model")
+    @classmethod
+    def _model_ref(cls, value: str | None) -> str | None:
+        if value is not None and not _MODEL_REF_RE.fullmatch(value):
+            raise ValueError(
+                "expected a version of this job (e.g. 'v0003') or a version URI "
+                "file://<root>/<job>/<version> or s3://<bucket>/<prefix>/<job>/<version>"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _task_fits_data_and_model(self) -> FederatedJobSpec:
+        data, task = self.data, self.task
+        if task is Task.SURVIVAL:
+            for role in ("time", "event"):
+                if getattr(data, role) is None:
+                    raise _field_error(
+                        ("data", role), "required when task is 'survival'", None, "missing"
+                    )
+            if data.label is not None:
+                raise _field_error(
+                    ("data", "label"),
+                    "not used when task is 'survival' (the target is data.time and data.event)",
+                    data.label,
+                )
+            if self.model.name is ModelName.LOGISTIC_REGRESSION:
+                raise _field_error(
+                    ("model", "name"),
+                    "'logistic-regression' does not apply to task 'survival'; use 'cox' or 'mlp'",
+                    self.model.name.value,
+                )
+            return self
+        if data.label is None:
+            raise _field_error(
+                ("data", "label"), f"required when task is {task.value!r}", None, "missing"
+            )
+        for role in ("time", "event"):
+            if getattr(data, role) is not None:
+                raise _field_error(
+                    ("data", role), "only allowed when task is 'survival'", getattr(data, role)
+                )
+        if self.model.name is ModelName.COX:
+            raise _field_error(
+                ("model", "name"), "'cox' applies only to task 'survival'", self.model.name.value
             )
         return self
 

@@ -15,6 +15,7 @@ from torch.nn import functional
 
 from fedcare.spec.job import Metric, Optimizer, Task, TrainingSpec
 from fedcare.training import metrics
+from fedcare.training.survival import cox_ph_loss, split_survival_target
 
 EVAL_BATCH = 65536
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,9 +51,12 @@ def make_optimizer(
 
 
 def loss_function(task: Task) -> LossFn:
-    """BCE on logits for binary classification, mean squared error for regression."""
+    """BCE on logits for binary classification, mean squared error for regression, the
+    negative Cox partial log-likelihood (Breslow ties) for survival."""
     if task is Task.BINARY_CLASSIFICATION:
         return functional.binary_cross_entropy_with_logits
+    if task is Task.SURVIVAL:
+        return cox_ph_loss
     return functional.mse_loss
 
 
@@ -75,7 +79,10 @@ def train_local(
     n = int(x.shape[0])
     if n == 0:
         raise ValueError("cannot train on an empty training set")
-    y = y.reshape(-1)
+    if task is Task.SURVIVAL:
+        split_survival_target(y)  # checks the shape: (n, 2), [time, event]
+    else:
+        y = y.reshape(-1)
     if y.shape[0] != n:
         raise ValueError(f"x has {n} rows but y has {y.shape[0]} values")
     if y.dtype != x.dtype:
@@ -145,21 +152,36 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task) -> dict[str, float]:
-    """Metrics of ``model`` on ``(x, y)``: loss, accuracy, auroc (binary) or loss, mse, mae.
+    """Metrics of ``model`` on ``(x, y)``, those of :func:`fedcare.spec.metrics_for` ``(task)``.
 
-    Accuracy thresholds the sigmoid at 0.5. Metrics of an empty set are ``nan``.
+    Binary: loss (BCE), accuracy (sigmoid thresholded at 0.5), auroc, auprc, brier, ece.
+    Regression: loss (= mse), mse, mae, rmse, r2. Survival (``y`` is ``(n, 2)``, [time,
+    event]): loss (negative Cox partial log-likelihood per event, Breslow ties over the whole
+    set) and cindex. Metrics of an empty set, or undefined on it, are ``nan``.
     """
     out = predict(model, x).to(dtype=torch.float64).cpu().numpy()
+    if task is Task.SURVIVAL:
+        time, event = split_survival_target(y.detach().to(dtype=torch.float64).cpu())
+        return {
+            Metric.LOSS.value: metrics.cox_nll(time.numpy(), event.numpy(), out),
+            Metric.CINDEX.value: metrics.cindex(time.numpy(), event.numpy(), out),
+        }
     truth = y.detach().to(dtype=torch.float64).cpu().numpy().reshape(-1)
     if task is Task.BINARY_CLASSIFICATION:
+        probs = metrics.sigmoid(out)
         return {
             Metric.LOSS.value: metrics.bce_with_logits(truth, out),
             Metric.ACCURACY.value: metrics.accuracy(truth, (out >= 0.0).astype(np.float64)),
             Metric.AUROC.value: metrics.auroc(truth, out),
+            Metric.AUPRC.value: metrics.auprc(truth, out),
+            Metric.BRIER.value: metrics.brier(truth, probs),
+            Metric.ECE.value: metrics.ece(truth, probs),
         }
     err = metrics.mse(truth, out)
     return {
         Metric.LOSS.value: err,
         Metric.MSE.value: err,
         Metric.MAE.value: metrics.mae(truth, out),
+        Metric.RMSE.value: metrics.rmse(truth, out),
+        Metric.R2.value: metrics.r2(truth, out),
     }
