@@ -113,10 +113,106 @@ class TrainingSpec(SpecModel):
     seed: int = Field(default=0, ge=0)
 
 
+class StrategyName(StrEnum):
+    """Registered server-side aggregation strategies (``spec.strategy.name``)."""
+
+    FEDAVG = "fedavg"
+    FEDPROX = "fedprox"
+    FEDADAM = "fedadam"
+    FEDYOGI = "fedyogi"
+    FEDADAGRAD = "fedadagrad"
+    MEDIAN = "median"
+    TRIMMED_MEAN = "trimmed-mean"
+    KRUM = "krum"
+    MULTI_KRUM = "multi-krum"
+
+
+#: Which optional ``strategy`` fields each strategy reads (spec field name -> wire name).
+_STRATEGY_FIELDS: dict[StrategyName, frozenset[str]] = {
+    StrategyName.FEDAVG: frozenset(),
+    StrategyName.FEDPROX: frozenset({"mu"}),
+    StrategyName.FEDADAM: frozenset({"server_learning_rate", "beta1", "beta2", "tau"}),
+    StrategyName.FEDYOGI: frozenset({"server_learning_rate", "beta1", "beta2", "tau"}),
+    StrategyName.FEDADAGRAD: frozenset({"server_learning_rate", "beta1", "tau"}),
+    StrategyName.MEDIAN: frozenset(),
+    StrategyName.TRIMMED_MEAN: frozenset({"trim_fraction"}),
+    StrategyName.KRUM: frozenset({"byzantine"}),
+    StrategyName.MULTI_KRUM: frozenset({"byzantine", "multi_krum_select"}),
+}
+_STRATEGY_REQUIRED: dict[StrategyName, tuple[str, ...]] = {
+    StrategyName.FEDPROX: ("mu",),
+    StrategyName.TRIMMED_MEAN: ("trim_fraction",),
+    StrategyName.KRUM: ("byzantine",),
+    StrategyName.MULTI_KRUM: ("byzantine",),
+}
+#: Strategies that look at every update separately (unweighted, robust to outliers).
+ROBUST_STRATEGIES: Final = frozenset(
+    {
+        StrategyName.MEDIAN,
+        StrategyName.TRIMMED_MEAN,
+        StrategyName.KRUM,
+        StrategyName.MULTI_KRUM,
+    }
+)
+
+
 class StrategySpec(SpecModel):
     """Server-side aggregation; ``name`` is looked up in the strategy registry."""
 
-    name: Literal["fedavg"] = "fedavg"
+    # Every parameter is optional and refused on a strategy that does not read it; left out, a
+    # server optimizer takes Flower's default for that optimizer (fedcare.strategies.fedopt).
+
+    name: StrategyName = StrategyName.FEDAVG
+    #: FedProx: weight of the proximal term (mu/2)*||w - w_global||^2 in the local loss.
+    mu: float | None = Field(default=None, gt=0.0, le=1000.0)
+    #: FedAdam/FedYogi/FedAdagrad: server learning rate (eta; default 0.1, FedYogi 0.01).
+    server_learning_rate: float | None = Field(default=None, gt=0.0, le=100.0)
+    #: Server optimizers: first-moment decay (default 0.9; FedAdagrad 0.0, no momentum).
+    beta1: float | None = Field(default=None, ge=0.0, lt=1.0)
+    #: FedAdam/FedYogi: second-moment decay (default 0.99).
+    beta2: float | None = Field(default=None, ge=0.0, lt=1.0)
+    #: Server optimizers: adaptivity, added to sqrt(v) (default 0.001).
+    tau: float | None = Field(default=None, gt=0.0, le=10.0)
+    #: Trimmed mean: fraction beta of updates dropped at each end, per coordinate.
+    trim_fraction: float | None = Field(default=None, ge=0.0, lt=0.5)
+    #: Krum/Multi-Krum: number f of Byzantine (arbitrary, possibly colluding) sites tolerated.
+    byzantine: int | None = Field(default=None, ge=0, le=10_000)
+    #: Multi-Krum: number m of best-scored updates averaged (default: updates received - f).
+    multi_krum_select: int | None = Field(default=None, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _fields_fit_strategy(self) -> StrategySpec:
+        allowed = _STRATEGY_FIELDS[self.name]
+        for field in type(self).model_fields:
+            if field == "name" or getattr(self, field) is None or field in allowed:
+                continue
+            users = sorted(n.value for n, used in _STRATEGY_FIELDS.items() if field in used)
+            raise _field_error(
+                (_wire(field),),
+                f"applies only to {', '.join(users)}, not {self.name.value!r}",
+                getattr(self, field),
+            )
+        for field in _STRATEGY_REQUIRED.get(self.name, ()):
+            if getattr(self, field) is None:
+                raise _field_error(
+                    (_wire(field),), f"required for {self.name.value!r}", None, "missing"
+                )
+        return self
+
+    @property
+    def proximal_mu(self) -> float:
+        """What a trainer passes to ``train_local(proximal_mu=...)``: mu for FedProx, else 0."""
+        return self.mu if self.name is StrategyName.FEDPROX and self.mu is not None else 0.0
+
+    @property
+    def robust(self) -> bool:
+        """Whether the strategy aggregates every update separately (needs them unmasked)."""
+        return self.name in ROBUST_STRATEGIES
+
+
+def _wire(field: str) -> str:
+    """The camelCase (manifest) name of a :class:`StrategySpec` field."""
+    return StrategySpec.model_fields[field].alias or field
 
 
 class Metric(StrEnum):
@@ -270,6 +366,11 @@ class FederatedJobSpec(SpecModel):
                 f"evaluation.headline {self.evaluation.headline.value!r} does not apply to "
                 f"task {self.task.value!r}"
             )
+        self._strategy_fits_quorum()
+        # TODO(privacy): robust strategies (``self.strategy.robust``: median, trimmed-mean,
+        # krum, multi-krum) need every individual update in the clear, which secure aggregation
+        # hides (the coordinator only ever sees the masked sum). When the privacy spec lands,
+        # refuse secure aggregation with a robust strategy here, naming strategy.name.
         return self
 
     @field_validator("initial_model")
@@ -318,6 +419,40 @@ class FederatedJobSpec(SpecModel):
                 ("model", "name"), "'cox' applies only to task 'survival'", self.model.name.value
             )
         return self
+
+    def _strategy_fits_quorum(self) -> None:
+        """Refuse robust-aggregation settings that cannot work with the round's quorum."""
+        strategy, quorum = self.strategy, self.quorum
+        of_quorum = f"the quorum (minResponses, else minParticipants) is {quorum}"
+        if strategy.name is StrategyName.MEDIAN and quorum < 3:
+            raise _field_error(
+                ("strategy", "name"),
+                f"median needs at least 3 updates per round to outvote an outlier, but {of_quorum}",
+                strategy.name.value,
+            )
+        beta = strategy.trim_fraction or 0.0
+        if beta > 0 and beta * quorum < 1:  # 0 is allowed: a plain unweighted mean
+            raise _field_error(
+                ("strategy", "trimFraction"),
+                f"trims no update when {of_quorum}; use at least {1 / quorum:.3g}",
+                beta,
+            )
+        if strategy.byzantine is not None:
+            f = strategy.byzantine
+            if quorum < 2 * f + 3:
+                raise _field_error(
+                    ("strategy", "byzantine"),
+                    f"{strategy.name.value} with f={f} needs at least 2f+3 = {2 * f + 3} "
+                    f"updates per round, but {of_quorum}",
+                    f,
+                )
+            m = strategy.multi_krum_select
+            if m is not None and m > quorum - f:
+                raise _field_error(
+                    ("strategy", "multiKrumSelect"),
+                    f"cannot exceed the quorum minus byzantine ({quorum} - {f} = {quorum - f})",
+                    m,
+                )
 
     @property
     def quorum(self) -> int:

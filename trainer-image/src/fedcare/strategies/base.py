@@ -35,3 +35,41 @@ class Strategy(ABC):  # noqa: B024 - each subclass implements one of the two met
     ) -> F32:
         """Return the next global weights from every accepted delta and its sample weight."""
         raise NotImplementedError(f"{self.name} aggregates a streaming mean")
+
+
+def stack_updates(deltas: Sequence[F32]) -> npt.NDArray[np.float32]:
+    """The deltas as rows of one ``(n, size)`` float32 matrix, after checking they agree."""
+    if not deltas:
+        raise ValueError("no updates to aggregate")
+    size = deltas[0].size
+    for i, d in enumerate(deltas):
+        if d.ndim != 1 or d.size != size:
+            raise ValueError(f"update {i} has shape {d.shape}, expected ({size},)")
+    return np.stack(deltas).astype(np.float32, copy=False)
+
+
+class RobustStrategy(Strategy):
+    """Base of the robust (Byzantine-tolerant) strategies: median, trimmed mean, Krum.
+
+    They look at every update separately and are **unweighted by design**: a site's sample
+    count is self-reported, so weighting by it would let one liar outvote everyone by claiming
+    many samples. Subclasses implement :meth:`aggregate` (the robust delta); the next global
+    weights are the current ones moved by it.
+    """
+
+    needs_individual_updates = True
+
+    def aggregate(self, deltas: Sequence[F32]) -> F32:
+        """The robust aggregate of the deltas."""
+        raise NotImplementedError
+
+    def apply_individual(
+        self, global_weights: F32, deltas: Sequence[F32], weights: Sequence[float]
+    ) -> F32:
+        """Global weights moved by the robust aggregate; ``weights`` are ignored (unweighted)."""
+        if len(weights) != len(deltas):
+            raise ValueError(f"{len(deltas)} updates but {len(weights)} weights")
+        agg = self.aggregate(deltas)
+        if agg.shape != global_weights.shape:
+            raise ValueError(f"updates of {agg.size} values for a model of {global_weights.size}")
+        return np.add(global_weights, agg, dtype=np.float32)

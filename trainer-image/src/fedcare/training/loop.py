@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -67,6 +68,7 @@ def train_local(
     training: TrainingSpec,
     task: Task,
     seed: int,
+    proximal_mu: float = 0.0,
 ) -> dict[str, float]:
     """Train ``model`` in place on ``(x, y)``; returns ``{"loss": ...}``.
 
@@ -75,7 +77,14 @@ def train_local(
     generator seeded with ``seed``, sliced into ``batch_size`` batches (the last may be
     smaller); dropout is seeded too, and the global RNG is left as it was. The loss reported
     is the sample-weighted mean over the last (possibly partial, in steps mode) pass.
+
+    ``proximal_mu > 0`` trains FedProx's local objective (Li et al. 2020): the weights the
+    model has on entry are snapshotted and ``(mu / 2) * ||w - w_start||^2`` over the trainable
+    parameters is added to every mini-batch's loss, pulling the local model toward the global
+    one. The loss reported stays the task loss alone, comparable across strategies.
     """
+    if not (math.isfinite(proximal_mu) and proximal_mu >= 0.0):
+        raise ValueError(f"proximal_mu must be a finite number >= 0, got {proximal_mu}")
     n = int(x.shape[0])
     if n == 0:
         raise ValueError("cannot train on an empty training set")
@@ -93,6 +102,10 @@ def train_local(
     total = training.steps if training.steps is not None else (training.epochs or 1) * per_pass
     optimizer = make_optimizer(model.parameters(), training)
     loss_fn = loss_function(task)
+    proximal: _Proximal | None = None
+    if proximal_mu > 0.0:
+        params = [p for p in model.parameters() if p.requires_grad]
+        proximal = _Proximal(proximal_mu, params, [p.detach().clone() for p in params])
     generator = torch.Generator().manual_seed(seed)
     cuda: list[int] = []
     if device.type == "cuda":
@@ -107,12 +120,25 @@ def train_local(
         while True:
             perm = torch.randperm(n, generator=generator).to(device)
             take = min(per_pass, total - done)
-            loss_sum = _train_pass(model, x, y, perm, batch, take, optimizer, loss_fn)
+            loss_sum = _train_pass(model, x, y, perm, batch, take, optimizer, loss_fn, proximal)
             done += take
             if done >= total:
                 break
     seen = min(take * batch, n)
     return {Metric.LOSS.value: loss_sum / seen}
+
+
+class _Proximal(NamedTuple):
+    """FedProx's proximal term: ``mu``, the trainable parameters and their starting values."""
+
+    mu: float
+    params: list[torch.nn.Parameter]
+    anchor: list[torch.Tensor]
+
+    def term(self) -> torch.Tensor:
+        """``(mu / 2) * ||w - w_start||^2``, differentiable in the parameters."""
+        squares = [(p - a).pow(2).sum() for p, a in zip(self.params, self.anchor, strict=True)]
+        return 0.5 * self.mu * torch.stack(squares).sum()
 
 
 def _train_pass(
@@ -124,14 +150,19 @@ def _train_pass(
     take: int,
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
+    proximal: _Proximal | None = None,
 ) -> float:
-    """Train on the first ``take`` ``batch``-sized slices of ``perm``; the summed sample loss."""
+    """Train on the first ``take`` ``batch``-sized slices of ``perm``; the summed sample loss.
+
+    With ``proximal``, its term is added to each batch's loss for the gradient step only.
+    """
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     for b in range(take):
         idx = perm[b * batch : (b + 1) * batch]
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(x.index_select(0, idx)), y.index_select(0, idx))
-        torch.autograd.backward(loss)
+        objective = loss if proximal is None else loss + proximal.term()
+        torch.autograd.backward(objective)
         optimizer.step()
         loss_sum += loss.detach() * idx.numel()
     return float(loss_sum.item())
