@@ -47,3 +47,24 @@ def test_coordinator_killed_mid_round_resumes(make_job: JobFactory, tmp_path: Pa
     assert [r.model_version for r in final.rounds] == [v.version for v in versions[1:]]
     for code in (p.returncode for name, p in run.processes.items() if name != "coordinator"):
         assert code == 0
+
+
+def test_initial_model_fine_tunes_from_a_stored_version(
+    make_job: JobFactory, tmp_path: Path
+) -> None:
+    """`spec.initialModel` (a version URI of another job) is the new job's round-0 model."""
+    import fedcare
+
+    first = fedcare.run(make_job(name="base", rounds=2))
+    assert first.latest_model is not None
+    ref = first.latest_model.uri
+    tuned = fedcare.run(make_job(name="tuned", rounds=1, initialModel=ref))
+    repo = open_repository(f"file://{tmp_path / 'models'}")
+    base_weights = repo.read_weights("base", first.latest_model.version)
+    start = repo.list_versions("tuned")[0]
+    assert start.round == 0 and start.parent_version is None  # another job's version
+    start_weights = repo.read_weights("tuned", start.version)
+    for name, value in base_weights.items():
+        assert (start_weights[name] == value).all(), name
+    assert tuned.phase is Phase.SUCCEEDED
+    assert tuned.rounds[0].metrics["auroc"] >= 0.95

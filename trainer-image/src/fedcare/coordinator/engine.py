@@ -24,9 +24,15 @@ import numpy as np
 
 from fedcare.coordinator.rounds import Evaluation, TrainRound
 from fedcare.coordinator.sessions import Session, SessionTable
-from fedcare.errors import FedcareError
+from fedcare.errors import FedcareError, RepositoryError
 from fedcare.monitoring.metrics import CoordinatorMetrics
-from fedcare.repository import ModelRepository, NewVersion, ParticipantContribution, VersionMetadata
+from fedcare.repository import (
+    ModelRepository,
+    NewVersion,
+    ParticipantContribution,
+    VersionMetadata,
+    load_model_ref,
+)
 from fedcare.repository.safetensors_io import to_safetensors_bytes
 from fedcare.spec import (
     ConditionStatus,
@@ -564,8 +570,20 @@ class Engine:
             weights = self._initial_weights(
                 self.job, mean.astype(np.float32), std.astype(np.float32)
             )
+            parent = None
+            if self.spec.initial_model is not None:
+                # Fine-tune from a stored model, keeping its own input standardization: its
+                # weights were trained on that scale.
+                try:
+                    loaded = load_model_ref(
+                        self.spec.initial_model, self._repo, self.name, expected=weights
+                    )
+                except RepositoryError as err:
+                    raise JobFailure("InitialModelInvalid", str(err)) from err
+                weights = loaded.weights
+                parent = loaded.metadata.version if loaded.same_job else None
             self._layout, self._global = flatten(weights)
-            meta = self._store(0, None, {}, {}, [])
+            meta = self._store(0, parent, {}, {}, [])
             with self._cond:
                 self._global_version = meta.version
                 self._served = {meta.version: self._served_bytes(self._global)}
