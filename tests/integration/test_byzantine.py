@@ -31,7 +31,7 @@ from fedcare.transport._generated import coordinator_pb2 as pb
 from tests.integration.actors import stub_for, update_stream
 from tests.integration.conftest import BC_FEATURES
 
-pytestmark = pytest.mark.slow
+# Part of the default run (about a minute): the issue asks for it to pass on every change.
 
 SITES = 5
 ROUNDS = 5

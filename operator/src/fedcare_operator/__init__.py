@@ -1,7 +1,15 @@
-"""fedcare-operator: the Kubernetes control plane of fedcare (kopf handlers, pure builders).
+"""fedcare-operator: the Kubernetes control plane of fedcare.
 
-Only a skeleton so far: the reconcilers land with the operator work. It depends on
-``fedcare.spec`` only; the runtime never imports this package.
+``kopf run -m fedcare_operator`` (or the ``fedcare-operator`` command) runs it: importing this
+package registers the kopf handlers of :mod:`fedcare_operator.handlers`. The layers, from the
+bottom: :mod:`~fedcare_operator.settings` and :mod:`~fedcare_operator.builders` (pure, spec ->
+manifest), :mod:`~fedcare_operator.certs`, :mod:`~fedcare_operator.kube` (the only module that
+talks to the Kubernetes API), :mod:`~fedcare_operator.reconcile`,
+:mod:`~fedcare_operator.status_daemon`, and :mod:`~fedcare_operator.handlers` on top. It depends
+on the runtime's ``fedcare.spec``, ``fedcare.pki`` and ``fedcare.transport``; the runtime never
+imports this package.
 """
 
-__all__: list[str] = []
+from fedcare_operator import handlers
+
+__all__ = ["handlers"]

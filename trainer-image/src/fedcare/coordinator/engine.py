@@ -99,7 +99,7 @@ class Engine:
         self._allowed = set(participants)
         self.metrics = metrics
         self.run_id = run_id or secrets.token_hex(8)
-        self._strategy = create_strategy(self.spec.strategy.name)
+        self._strategy = create_strategy(self.spec.strategy)
         self._cond = threading.Condition()
         self._sessions = SessionTable()
         self._upload_slots = threading.BoundedSemaphore(max_concurrent_uploads)

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from fedcare.spec._base import SpecModel
-from fedcare.spec.status import Condition
+from fedcare.spec.status import Condition, ConditionStatus, set_condition
 
 
 class ParticipantPhase(StrEnum):
@@ -51,6 +51,17 @@ class ParticipantResourceStatus(SpecModel):
     #: Differential-privacy budget spent so far at this site.
     epsilon_spent: float = Field(default=0.0, ge=0.0)
     observed_generation: int | None = None
+
+    def set_condition(
+        self,
+        type_: str,
+        status: ConditionStatus,
+        reason: str,
+        message: str = "",
+        observed_generation: int | None = None,
+    ) -> None:
+        """Set a condition by type; lastTransitionTime moves only when ``status`` changes."""
+        set_condition(self.conditions, type_, status, reason, message, observed_generation)
 
 
 __all__ = ["ParticipantPhase", "ParticipantResourceStatus"]

@@ -56,6 +56,42 @@ class Condition(SpecModel):
     observed_generation: int | None = None
 
 
+def set_condition(
+    conditions: list[Condition],
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str = "",
+    observed_generation: int | None = None,
+) -> None:
+    """Set a condition in ``conditions`` (a map keyed by type), in place.
+
+    ``lastTransitionTime`` moves only when the condition's ``status`` changes. Every status model
+    with conditions (FederatedJob, Participant) goes through this one function.
+    """
+    for i, cond in enumerate(conditions):
+        if cond.type == type_:
+            moved = cond.status != status
+            conditions[i] = Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=utcnow() if moved else cond.last_transition_time,
+                observed_generation=observed_generation,
+            )
+            return
+    conditions.append(
+        Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            observed_generation=observed_generation,
+        )
+    )
+
+
 class ParticipantStatus(SpecModel):
     """One site's state in the job."""
 
@@ -113,27 +149,7 @@ class FederatedJobStatus(SpecModel):
         observed_generation: int | None = None,
     ) -> None:
         """Set a condition by type; lastTransitionTime moves only when ``status`` changes."""
-        for i, cond in enumerate(self.conditions):
-            if cond.type == type_:
-                moved = cond.status != status
-                self.conditions[i] = Condition(
-                    type=type_,
-                    status=status,
-                    reason=reason,
-                    message=message,
-                    last_transition_time=utcnow() if moved else cond.last_transition_time,
-                    observed_generation=observed_generation,
-                )
-                return
-        self.conditions.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                observed_generation=observed_generation,
-            )
-        )
+        set_condition(self.conditions, type_, status, reason, message, observed_generation)
 
     def add_round(self, entry: RoundStatus) -> None:
         """Append a round, keeping only the last ``MAX_ROUND_HISTORY``."""

@@ -121,6 +121,7 @@ class ParticipantNode:
             self.spec.training,
             self.spec.task,
             seed=self.spec.training.seed + int(task.round),
+            proximal_mu=self.spec.strategy.proximal_mu,
         )
         _, local = flatten(self._state())
         delta = np.subtract(local, base, dtype=np.float32)

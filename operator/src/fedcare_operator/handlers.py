@@ -1,0 +1,234 @@
+"""kopf handlers: thin. They parse, call :mod:`~fedcare_operator.reconcile` or
+:mod:`~fedcare_operator.status_daemon`, write ``patch.status`` and map errors to kopf's:
+
+- an invalid spec -> ``Failed`` condition with reason ``InvalidSpec`` naming the field, and
+  ``kopf.PermanentError`` (no retry until the spec changes);
+- something that may clear (API server unreachable or throttled, the job's CA not created yet)
+  -> ``kopf.TemporaryError`` (retried with a delay).
+
+Progress and diff-base are kept in annotations (``fedcare.io/...``), never in ``.status``: the
+CRDs' structural schemas would prune an undeclared ``status.kopf``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from fedcare.spec import ConditionStatus, ParticipantPhase, Phase
+from fedcare_operator import builders, conditions, reconcile, status_daemon
+from fedcare_operator.builders import InvalidSpec, JsonDict
+from fedcare_operator.kube import Kube, KubeError
+from fedcare_operator.reconcile import Context, NotReadyYet
+from fedcare_operator.settings import OperatorSettings
+
+GROUP = builders.GROUP
+VERSION = builders.VERSION
+#: Prefix of kopf's annotations on fedcare's resources.
+ANNOTATION_PREFIX = "fedcare.io"
+#: Seconds before a handler that hit something transient runs again.
+RETRY_DELAY = 2.0
+
+log = logging.getLogger("fedcare.operator")
+
+
+# --------------------------------------------------------------------------------------------
+# Operator lifecycle
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Watch timeouts (a silent watch stall is a known failure), storage, thread pool, context."""
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 70
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 1.0
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    # Synchronous handlers run in this pool; status daemons use their own threads.
+    settings.execution.max_workers = 16
+    settings.posting.level = logging.WARNING
+    memo.ctx = Context(kube=Kube(), settings=OperatorSettings.from_env())
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the service account; elsewhere: ``$KUBECONFIG`` (read now, not at import)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.cleanup()
+def close(memo: kopf.Memo, **_: Any) -> None:
+    """Release the API client's connections."""
+    ctx = memo.get("ctx")
+    if isinstance(ctx, Context):
+        ctx.kube.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _ctx(memo: kopf.Memo) -> Context:
+    ctx = memo.get("ctx")
+    if not isinstance(ctx, Context):
+        raise kopf.TemporaryError("the operator is still starting", delay=RETRY_DELAY)
+    return ctx
+
+
+def _changed(current: Mapping[str, Any] | None, new: JsonDict) -> JsonDict:
+    """Only the status fields that differ (so a handler never rewrites the daemon's fields)."""
+    current = current or {}
+    return {key: value for key, value in new.items() if current.get(key) != value}
+
+
+def _adopter(owner: kopf.Body) -> reconcile.Adopt:
+    def adopt(obj: JsonDict) -> None:
+        kopf.adopt(obj, owner=owner)
+
+    return adopt
+
+
+def _kube_error(err: KubeError) -> kopf.PermanentError | kopf.TemporaryError:
+    if err.transient:
+        return kopf.TemporaryError(str(err), delay=RETRY_DELAY)
+    return kopf.PermanentError(str(err))
+
+
+# --------------------------------------------------------------------------------------------
+# FederatedJob
+
+
+@kopf.on.resume(GROUP, VERSION, "federatedjobs")
+@kopf.on.create(GROUP, VERSION, "federatedjobs")
+@kopf.on.update(GROUP, VERSION, "federatedjobs", field="spec")
+def reconcile_federated_job(
+    body: kopf.Body,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Create (or complete) the job's CA, certificates, config, coordinator and Participants."""
+    ctx = _ctx(memo)
+    generation = meta.get("generation")
+    try:
+        job = builders.parse_job(body)
+    except InvalidSpec as err:
+        failed = status_daemon.invalid_spec_status(status, str(err), generation)
+        patch.status.update(_changed(status, failed.to_json_dict()))
+        raise kopf.PermanentError(str(err)) from None
+    try:
+        reconcile.reconcile_job(ctx, job, meta.get("uid"), _adopter(body))
+    except KubeError as err:
+        raise _kube_error(err) from None
+    pending = status_daemon.pending_status(status, job, generation)
+    patch.status.update(_changed(status, pending.to_json_dict()))
+
+
+def _following(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in (Phase.SUCCEEDED.value, Phase.FAILED.value)
+
+
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    "federatedjobs",
+    when=_following,
+    cancellation_timeout=15.0,
+    initial_delay=0.5,
+)
+async def follow_federated_job_status(
+    name: str | None,
+    namespace: str | None,
+    meta: kopf.Meta,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Stream the coordinator's status onto the job and its Participants until the job ends."""
+    ctx = _ctx(memo)
+    await status_daemon.follow(
+        ctx,
+        namespace or "default",
+        name or "",
+        stopped,
+        generation=lambda: meta.get("generation"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Participant
+
+
+@kopf.on.resume(GROUP, VERSION, "participants")
+@kopf.on.create(GROUP, VERSION, "participants")
+@kopf.on.update(GROUP, VERSION, "participants", field="spec")
+def reconcile_participant(
+    body: kopf.Body,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Create the site's client certificate (from its job's CA), trainer config and Job."""
+    ctx = _ctx(memo)
+    generation = meta.get("generation")
+    current = status_daemon.parse_participant_status(status)
+    try:
+        part = builders.parse_participant(body)
+    except InvalidSpec as err:
+        current.phase = ParticipantPhase.FAILED
+        current.message = str(err)
+        current.set_condition(
+            conditions.FAILED, ConditionStatus.TRUE, conditions.INVALID_SPEC, str(err), generation
+        )
+        patch.status.update(_changed(status, current.to_json_dict()))
+        raise kopf.PermanentError(str(err)) from None
+    try:
+        reconcile.reconcile_participant(ctx, part, _adopter(body))
+    except NotReadyYet as err:
+        current.message = str(err)
+        current.set_condition(
+            conditions.READY, ConditionStatus.FALSE, conditions.JOB_NOT_FOUND, str(err), generation
+        )
+        patch.status.update(_changed(status, current.to_json_dict()))
+        raise kopf.TemporaryError(str(err), delay=RETRY_DELAY) from None
+    except KubeError as err:
+        raise _kube_error(err) from None
+    if current.phase is ParticipantPhase.FAILED and current.conditions:
+        current = status_daemon.parse_participant_status(None)  # the spec was fixed
+    current.message = None
+    current.observed_generation = generation
+    waiting = not any(
+        c.type == conditions.READY and c.reason != conditions.JOB_NOT_FOUND
+        for c in current.conditions
+    )
+    if waiting:
+        current.set_condition(
+            conditions.READY,
+            ConditionStatus.FALSE,
+            conditions.TRAINER_CREATED,
+            "certificate and trainer created; waiting for the trainer to join",
+            generation,
+        )
+    patch.status.update(_changed(status, current.to_json_dict()))
+
+
+__all__ = [
+    "configure",
+    "follow_federated_job_status",
+    "login",
+    "reconcile_federated_job",
+    "reconcile_participant",
+]

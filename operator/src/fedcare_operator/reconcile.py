@@ -1,0 +1,172 @@
+"""What the handlers do: bring a FederatedJob's or a Participant's children into existence.
+
+Idempotent: every step creates what is missing and keeps what exists (a CA or a key is never
+replaced: certificates issued from it stay valid), so kopf may retry a handler at any point.
+The builders make the manifests; ``adopt`` (``kopf.adopt`` bound to the owner) adds owner
+references; :class:`~fedcare_operator.kube.Kube` writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fedcare.spec import FederatedJob, Participant
+from fedcare_operator import builders, certs
+from fedcare_operator.builders import JsonDict, Pem
+from fedcare_operator.kube import Kube
+from fedcare_operator.settings import OperatorSettings
+
+#: Adds owner references (and the owner's namespace) to a child manifest, in place.
+Adopt = Callable[[JsonDict], None]
+
+
+class NotReadyYet(Exception):
+    """Something this step needs does not exist yet (retry later)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every handler needs: the API and the operator's settings."""
+
+    kube: Kube
+    settings: OperatorSettings
+
+
+def _apply(
+    ctx: Context, obj: JsonDict, adopt: Adopt, changed: Callable[[JsonDict], JsonDict | None]
+) -> JsonDict:
+    """Create ``obj``; when it exists, merge-patch what ``changed(existing)`` returns (if any)."""
+    adopt(obj)
+    existing, created = ctx.kube.ensure(obj)
+    if created:
+        return existing
+    patch = changed(existing)
+    if not patch:
+        return existing
+    meta = obj["metadata"]
+    return ctx.kube.patch(
+        obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], patch
+    )
+
+
+def _keep(_existing: JsonDict) -> JsonDict | None:
+    return None
+
+
+def _data_changed(desired: JsonDict) -> Callable[[JsonDict], JsonDict | None]:
+    def changed(existing: JsonDict) -> JsonDict | None:
+        return None if existing.get("data") == desired["data"] else {"data": desired["data"]}
+
+    return changed
+
+
+def _template_changed(desired: JsonDict) -> Callable[[JsonDict], JsonDict | None]:
+    key = builders.CONFIG_HASH_ANNOTATION
+
+    def annotation(obj: Mapping[str, Any]) -> Any:
+        template = (obj.get("spec") or {}).get("template") or {}
+        return ((template.get("metadata") or {}).get("annotations") or {}).get(key)
+
+    def changed(existing: JsonDict) -> JsonDict | None:
+        return None if annotation(existing) == annotation(desired) else {"spec": desired["spec"]}
+
+    return changed
+
+
+def _secret(ctx: Context, namespace: str | None, name: str) -> JsonDict | None:
+    return ctx.kube.get("v1", "Secret", namespace, name)
+
+
+def ensure_ca(ctx: Context, job: FederatedJob, adopt: Adopt) -> Pem:
+    """The job's CA: the existing Secret's, or a new one stored in a new Secret."""
+    ns, name = job.metadata.namespace, job.metadata.name
+    existing = _secret(ctx, ns, builders.ca_secret_name(name))
+    if existing is None:
+        secret = builders.ca_secret(job, certs.new_ca(name))
+        adopt(secret)
+        existing, _ = ctx.kube.ensure(secret)  # a concurrent creator wins; use its CA
+    return Pem(
+        cert=builders.secret_bytes(existing, "ca.crt"),
+        key=builders.secret_bytes(existing, "ca.key"),
+    )
+
+
+def reconcile_job(
+    ctx: Context, job: FederatedJob, uid: str | None, adopt: Adopt
+) -> dict[str, list[str]]:
+    """Create the children of a (validated) FederatedJob; returns their names by kind."""
+    ns, name = job.metadata.namespace, job.metadata.name
+    settings = ctx.settings
+    ca = ensure_ca(ctx, job, adopt)
+    if _secret(ctx, ns, builders.coordinator_tls_secret_name(name)) is None:
+        pair = certs.server_cert(ca, builders.server_sans(name, ns or "default"))
+        _apply(ctx, builders.coordinator_tls_secret(job, ca.cert, pair), adopt, _keep)
+    if _secret(ctx, ns, builders.observer_secret_name(name)) is None:
+        pair = certs.observer_cert(ca, settings.observer_name)
+        _apply(ctx, builders.observer_secret(job, ca.cert, pair), adopt, _keep)
+    config_map = builders.coordinator_config_map(job, settings.observer_name, uid)
+    _apply(ctx, config_map, adopt, _data_changed(config_map))
+    deployment = builders.coordinator_deployment(
+        job, settings.runtime_image, settings.image_pull_policy, config_map
+    )
+    _apply(ctx, deployment, adopt, _template_changed(deployment))
+    _apply(ctx, builders.coordinator_service(job), adopt, _keep)
+    participants = []
+    for site in job.spec.participants:
+        obj = builders.inline_participant(job, site)
+        _apply(ctx, obj, adopt, _keep)
+        participants.append(obj["metadata"]["name"])
+    return {
+        "Secret": [
+            builders.ca_secret_name(name),
+            builders.coordinator_tls_secret_name(name),
+            builders.observer_secret_name(name),
+        ],
+        "ConfigMap": [builders.coordinator_name(name)],
+        "Deployment": [builders.coordinator_name(name)],
+        "Service": [builders.coordinator_name(name)],
+        "Participant": participants,
+    }
+
+
+def reconcile_participant(ctx: Context, part: Participant, adopt: Adopt) -> dict[str, str]:
+    """Create a (validated) Participant's certificate Secret, trainer ConfigMap and Job.
+
+    The job must live in the same namespace (its CA signs the certificate); until it and its
+    CA exist, :class:`NotReadyYet` is raised.
+    """
+    ns, pname = part.metadata.namespace, part.metadata.name
+    job_name = part.spec.job.name
+    job = ctx.kube.get(f"{builders.GROUP}/{builders.VERSION}", "FederatedJob", ns, job_name)
+    if job is None:
+        raise NotReadyYet(f"FederatedJob {ns}/{job_name} does not exist in this cluster")
+    ca_secret = _secret(ctx, ns, builders.ca_secret_name(job_name))
+    if ca_secret is None:
+        raise NotReadyYet(f"the CA of FederatedJob {ns}/{job_name} is not created yet")
+    site = part.metadata.labels.get(builders.PARTICIPANT_LABEL, pname)
+    if _secret(ctx, ns, builders.participant_tls_secret_name(pname)) is None:
+        ca = Pem(
+            cert=builders.secret_bytes(ca_secret, "ca.crt"),
+            key=builders.secret_bytes(ca_secret, "ca.key"),
+        )
+        pair = certs.client_cert(ca, site)
+        _apply(ctx, builders.participant_tls_secret(part, ca.cert, pair), adopt, _keep)
+    host = builders.service_host(job_name, ns or "default")
+    endpoint = part.spec.job.endpoint or f"{host}:{builders.GRPC_PORT}"
+    config_map = builders.trainer_config_map(part, endpoint, host)
+    _apply(ctx, config_map, adopt, _data_changed(config_map))
+    # A Job's pod template cannot change; a changed config reaches the next pod it starts.
+    trainer = builders.trainer_job(
+        part, ctx.settings.runtime_image, ctx.settings.image_pull_policy, config_map
+    )
+    _apply(ctx, trainer, adopt, _keep)
+    return {
+        "Secret": builders.participant_tls_secret_name(pname),
+        "ConfigMap": builders.trainer_name(pname),
+        "Job": builders.trainer_name(pname),
+    }
+
+
+__all__ = ["Adopt", "Context", "NotReadyYet", "ensure_ca", "reconcile_job", "reconcile_participant"]
