@@ -26,6 +26,14 @@ from fedcare.spec.job import (
 from fedcare.spec.loader import load_model, parse_document, read_yaml
 from fedcare.spec.participant_status import ParticipantPhase, ParticipantResourceStatus
 from fedcare.spec.placement import DatasetVolume, Toleration
+from fedcare.spec.privacy import (
+    DifferentialPrivacySpec,
+    DpMode,
+    PrivacyBudget,
+    PrivacySpec,
+    SecureAggregationMode,
+    SecureAggregationSpec,
+)
 from fedcare.spec.status import (
     Condition,
     ConditionStatus,
@@ -46,6 +54,8 @@ __all__ = [
     "DataSchema",
     "DataSource",
     "DatasetVolume",
+    "DifferentialPrivacySpec",
+    "DpMode",
     "FederatedJob",
     "FederatedJobSpec",
     "FederatedJobStatus",
@@ -62,7 +72,11 @@ __all__ = [
     "ParticipantState",
     "ParticipantStatus",
     "Phase",
+    "PrivacyBudget",
+    "PrivacySpec",
     "RoundStatus",
+    "SecureAggregationMode",
+    "SecureAggregationSpec",
     "Task",
     "TlsFiles",
     "Toleration",

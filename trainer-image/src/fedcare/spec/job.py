@@ -11,6 +11,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fedcare.spec._base import SpecModel
 from fedcare.spec.placement import DatasetVolume, Toleration
+from fedcare.spec.privacy import DpMode, PrivacySpec, SecureAggregationMode
 
 API_VERSION: Final = "fedcare.io/v1alpha1"
 #: Names follow Kubernetes DNS-1123 labels: they become pod, secret and certificate names.
@@ -338,6 +339,7 @@ class FederatedJobSpec(SpecModel):
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     repository: RepositorySpec = Field(default_factory=RepositorySpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     #: Start from a stored model instead of a fresh one (fine-tuning): a version of this job
     #: (``v0003``) or a version's URI (``file://<root>/<job>/<version>``,
     #: ``s3://<bucket>/<prefix>/<job>/<version>``). Its tensors must fit ``model``.
@@ -367,11 +369,38 @@ class FederatedJobSpec(SpecModel):
                 f"task {self.task.value!r}"
             )
         self._strategy_fits_quorum()
-        # TODO(privacy): robust strategies (``self.strategy.robust``: median, trimmed-mean,
-        # krum, multi-krum) need every individual update in the clear, which secure aggregation
-        # hides (the coordinator only ever sees the masked sum). When the privacy spec lands,
-        # refuse secure aggregation with a robust strategy here, naming strategy.name.
+        self._privacy_fits()
         return self
+
+    def _privacy_fits(self) -> None:
+        """Refuse privacy settings that cannot work with the rest of the job."""
+        secure = self.privacy.secure_aggregation
+        if secure.mode is SecureAggregationMode.NONE:
+            return
+        if self.strategy.robust:
+            # Robust strategies look at every update in the clear; secure aggregation shows the
+            # coordinator only the sum.
+            raise _field_error(
+                ("strategy", "name"),
+                f"{self.strategy.name.value!r} needs individual updates, which "
+                f"privacy.secureAggregation.mode {secure.mode.value!r} hides from the coordinator",
+                self.strategy.name.value,
+            )
+        if self.privacy.dp.mode is DpMode.CENTRAL:
+            raise _field_error(
+                ("privacy", "dp", "mode"),
+                "central DP clips each update on the coordinator, which secure aggregation "
+                "hides; use mode 'local' (DP-SGD in each trainer) with secure aggregation",
+                self.privacy.dp.mode.value,
+            )
+        threshold = secure.threshold
+        if secure.mode is SecureAggregationMode.MASKING and (threshold or 0) > self.quorum:
+            raise _field_error(
+                ("privacy", "secureAggregation", "threshold"),
+                f"cannot exceed the quorum ({self.quorum}): a round closed at quorum could "
+                "never be unmasked",
+                threshold,
+            )
 
     @field_validator("initial_model")
     @classmethod
