@@ -16,16 +16,26 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import grpc
 import numpy as np
 
-from fedcare.coordinator.rounds import Evaluation, TrainRound
+from fedcare.coordinator.aggregation import MaskedAggregation, PlainAggregation, RoundAggregation
+from fedcare.coordinator.rounds import Evaluation, Exchange, TrainRound
 from fedcare.coordinator.sessions import Session, SessionTable
+from fedcare.coordinator.uploads import CONTENT_REASONS, Rejected, layout_diff
 from fedcare.errors import FedcareError, RepositoryError
 from fedcare.monitoring.metrics import CoordinatorMetrics
+from fedcare.privacy.secagg import (
+    AdvertiseKeys,
+    SecAggAborted,
+    SecAggConfig,
+    SecAggRefused,
+    ShareBundle,
+    UnmaskResponse,
+)
 from fedcare.repository import (
     ModelRepository,
     NewVersion,
@@ -43,31 +53,20 @@ from fedcare.spec import (
     ParticipantStatus,
     Phase,
     RoundStatus,
+    SecureAggregationMode,
 )
 from fedcare.spec.status import utcnow
-from fedcare.strategies import StreamingMean, create_strategy
+from fedcare.strategies import create_strategy
 from fedcare.transport import TensorLayout, flatten, unflatten
 from fedcare.transport._generated import coordinator_pb2 as pb
 from fedcare.transport.tensors import F32
 
 log = logging.getLogger("fedcare.coordinator")
 
-#: Refusals that say the update itself is bad (as opposed to arriving at the wrong time).
-_CONTENT_REASONS = frozenset(
-    {"wrong_shape", "wrong_size", "non_finite", "bad_sample_count", "malformed"}
-)
+_M = TypeVar("_M")
 
 #: Builds the initial weights from (job, input mean, input std).
 InitialWeights = Callable[[FederatedJob, np.ndarray, np.ndarray], dict[str, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class Rejected(Exception):
-    """An RPC refused with a gRPC status code, a metric reason and a human detail."""
-
-    code: grpc.StatusCode
-    reason: str
-    detail: str
 
 
 class JobFailure(FedcareError):
@@ -123,6 +122,7 @@ class Engine:
         self._served: dict[str, bytes] = {}
         self._round: TrainRound | None = None
         self._eval: Evaluation | None = None
+        self._exchange: Exchange | None = None
         self.finished = threading.Event()
 
     # ----------------------------------------------------------------- status
@@ -235,9 +235,14 @@ class Engine:
         """A participant that reconnects mid-round gets the task its old session was sent."""
         rnd = self._round
         name = session.participant
-        if rnd is not None and not rnd.closed and name in rnd.selected and name not in rnd.received:
+        if (
+            rnd is not None
+            and not rnd.closed
+            and rnd.aggregation.encoding == pb.PLAIN_F32  # secure rounds cannot be re-joined
+            and name in rnd.pending()
+        ):
             rnd.selected[name] = session.session_id
-            session.send(self._train_task(rnd))
+            session.send(self._train_task(rnd, name))
         ev = self._eval
         if ev is not None and name in ev.waiting_for():
             ev.expected[name] = session.session_id
@@ -330,10 +335,17 @@ class Engine:
                 f"num_samples {header.num_samples} outside 1..{session.train_samples}"
                 " (the training samples announced at join)",
             )
+        if header.encoding != rnd.aggregation.encoding:
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "wrong_encoding",
+                f"round {rnd.number} takes {pb.UpdateEncoding.Name(rnd.aggregation.encoding)} "
+                f"updates, got {pb.UpdateEncoding.Name(header.encoding)}",
+            )
         got = tuple((t.name, tuple(int(d) for d in t.shape)) for t in header.tensors)
         if got != self._layout:
             raise Rejected(
-                grpc.StatusCode.INVALID_ARGUMENT, "wrong_shape", _layout_diff(self._layout, got)
+                grpc.StatusCode.INVALID_ARGUMENT, "wrong_shape", layout_diff(self._layout, got)
             )
         return rnd
 
@@ -349,7 +361,7 @@ class Engine:
         try:
             self._receive_update(session, header, chunks)
         except Rejected as rej:
-            if rej.reason in _CONTENT_REASONS:
+            if rej.reason in CONTENT_REASONS:
                 with self._cond:
                     rnd = self._round
                     name = session.participant
@@ -368,15 +380,8 @@ class Engine:
     ) -> None:
         rnd = self.check_header(session, header)
         with self._upload_slots:
-            vector = _read_vector(chunks, self._global.size)
-            self.metrics.bytes_in.inc(vector.nbytes)
-            if not np.isfinite(vector).all():
-                bad = _first_non_finite(self._layout, vector)
-                raise Rejected(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "non_finite",
-                    f"update contains NaN or Inf (first in tensor {bad!r})",
-                )
+            payload = rnd.aggregation.read(chunks)
+            self.metrics.bytes_in.inc(_nbytes(payload))
             loss = header.train_metrics.get("loss")
             with self._cond:
                 if rnd.closed or self._round is not rnd:
@@ -391,10 +396,7 @@ class Engine:
                         "duplicate",
                         f"{session.participant!r} already sent round {rnd.number}",
                     )
-                if self._strategy.needs_individual_updates:
-                    rnd.individual.append((vector, float(header.num_samples)))
-                else:
-                    rnd.aggregate.fold(vector, float(header.num_samples))
+                rnd.aggregation.accept(session.participant, payload, float(header.num_samples))
                 rnd.record(
                     session.participant,
                     int(header.num_samples),
@@ -627,12 +629,14 @@ class Engine:
             ),
         )
 
-    def _train_task(self, rnd: TrainRound) -> pb.Task:
+    def _train_task(self, rnd: TrainRound, name: str) -> pb.Task:
         return pb.Task(
             kind=pb.Task.TRAIN,
             round=rnd.number,
             model_version=rnd.base_version,
             deadline_seconds=max(0.0, rnd.deadline - time.monotonic()),
+            payload=rnd.payloads.get(name, b""),
+            weight=rnd.weights.get(name, 0.0),
         )
 
     def _round_done(self, rnd: TrainRound) -> bool:
@@ -645,8 +649,8 @@ class Engine:
     def _train_round(self, number: int) -> None:
         quorum = self.spec.quorum
         timeout = self.spec.round_timeout_seconds
+        deadline = time.monotonic() + timeout
         with self._cond:
-            deadline = time.monotonic() + timeout
             if not self._cond.wait_for(
                 lambda: len(self._sessions.live()) >= quorum, timeout=timeout
             ):
@@ -656,20 +660,29 @@ class Engine:
                     f"{len(self._sessions.live())} participants connected, "
                     f"quorum is {quorum}",
                 )
-            live = self._sessions.live()
+            selected = {s.participant: s.session_id for s in self._sessions.live()}
+            self.status.current_round = number
+            self.metrics.current_round.set(number)
+            self._publish()
+        aggregation, weights, payloads = self._round_aggregation(number, selected, deadline)
+        with self._cond:
+            if payloads:  # secure setup: only the sites that completed it train
+                selected = {n: sid for n, sid in selected.items() if n in payloads}
             rnd = TrainRound(
                 number=number,
                 base_version=self._global_version,
                 deadline=deadline,
-                aggregate=StreamingMean(self._global.size),
-                selected={s.participant: s.session_id for s in live},
+                aggregation=aggregation,
+                selected=selected,
+                weights=weights,
+                payloads=payloads,
             )
             self._round = rnd
-            self.status.current_round = number
-            self.metrics.current_round.set(number)
-            for s in live:
-                s.send(self._train_task(rnd))
-                self._participant_state(s.participant, ParticipantState.TRAINING)
+            for name, sid in selected.items():
+                session = self._sessions.current(name, sid)
+                if session is not None:
+                    session.send(self._train_task(rnd, name))
+                    self._participant_state(name, ParticipantState.TRAINING)
             self._publish()
             self._cond.wait_for(
                 lambda: self._round_done(rnd), timeout=max(0.0, deadline - time.monotonic())
@@ -682,13 +695,7 @@ class Engine:
                     f"round {number}: {len(received)} of {quorum} required updates before the "
                     f"{timeout:g}s deadline",
                 )
-        if self._strategy.needs_individual_updates:
-            candidate = self._strategy.apply_individual(
-                self._global, [v for v, _ in rnd.individual], [w for _, w in rnd.individual]
-            )
-            rnd.individual.clear()
-        else:
-            candidate = self._strategy.apply(self._global, rnd.aggregate.mean())
+        candidate = self._round_candidate(rnd)
         if not np.isfinite(candidate).all():
             raise JobFailure("RoundFailed", f"round {number}: aggregate is not finite")
         metrics = self._evaluate(number, candidate)
@@ -734,6 +741,158 @@ class Engine:
             self.metrics.round_duration.observe(duration)
             self._round = None
             self._publish()
+
+    # ----------------------------------------------------------------- secure aggregation
+    def _round_aggregation(
+        self, number: int, selected: dict[str, str], deadline: float
+    ) -> tuple[RoundAggregation, dict[str, float], dict[str, bytes]]:
+        """The round's aggregation; secure modes run their set-up steps with the sites here."""
+        mode = self.spec.privacy.secure_aggregation.mode
+        if mode is SecureAggregationMode.MASKING:
+            return self._masked_setup(number, selected, deadline)
+        return PlainAggregation(self._strategy, self._layout, self._global.size), {}, {}
+
+    def _sample_weights(self, names: list[str]) -> dict[str, float]:
+        """Each site's share of the samples the sites announced at join."""
+        with self._cond:
+            samples = {n: (s.train_samples if (s := self._sessions.get(n)) else 0) for n in names}
+        total = sum(samples.values()) or 1
+        return {n: k / total for n, k in samples.items()}
+
+    def _masked_setup(
+        self, number: int, selected: dict[str, str], deadline: float
+    ) -> tuple[RoundAggregation, dict[str, float], dict[str, bytes]]:
+        """Secure aggregation steps 0 and 1: advertise keys, then exchange encrypted shares."""
+        names = sorted(selected)
+        config = SecAggConfig.from_spec(
+            self.spec.privacy.secure_aggregation,
+            job_id=self.name,
+            round_number=number,
+            participants=names,
+            vector_length=self._global.size,
+        )
+        agg = MaskedAggregation(config, self._sample_weights(names))
+        setup = json.dumps({"participants": names}).encode()
+        try:
+            adverts = self._exchange_step(
+                number, pb.Task.SECAGG_ADVERTISE, dict.fromkeys(names, setup), selected, deadline
+            )
+            for name, data in sorted(adverts.items()):
+                self._relay(name, agg.server.add_advert, AdvertiseKeys.from_bytes, data)
+            closed = agg.server.close_adverts()
+            holders = [a.sender for a in closed.adverts]
+            bundles = self._exchange_step(
+                number, pb.Task.SECAGG_SHARE_KEYS, dict.fromkeys(holders, closed.to_bytes()),
+                selected, deadline,
+            )  # fmt: skip
+            for name, data in sorted(bundles.items()):
+                self._relay(name, agg.server.add_shares, ShareBundle.from_bytes, data)
+            requests = agg.server.close_shares()
+        except SecAggAborted as err:
+            raise JobFailure(
+                "SecureAggregationFailed", f"round {number}: secure aggregation: {err}"
+            ) from None
+        return agg, agg.weights, {n: r.to_bytes() for n, r in requests.items()}
+
+    def _relay(
+        self, name: str, apply: Callable[[_M], None], parse: Callable[[bytes], _M], data: bytes
+    ) -> None:
+        """Apply a site's protocol message; a malformed one drops that site from the round."""
+        try:
+            apply(parse(data))
+        except (ValueError, SecAggRefused) as err:
+            log.warning("secure aggregation: message from %s refused: %s", name, err)
+            self.rejected("malformed")
+
+    def _round_candidate(self, rnd: TrainRound) -> F32:
+        """The next global weights from the round's aggregation."""
+        agg = rnd.aggregation
+        if isinstance(agg, PlainAggregation):
+            return agg.candidate(self._global)
+        assert isinstance(agg, MaskedAggregation)
+        number = rnd.number
+        try:
+            unmask = agg.server.close_inputs()
+            request = unmask.to_bytes()
+            answers = self._exchange_step(
+                number, pb.Task.SECAGG_UNMASK, dict.fromkeys(unmask.survivors, request),
+                rnd.selected, time.monotonic() + self.spec.round_timeout_seconds,
+            )  # fmt: skip
+            for name, data in sorted(answers.items()):
+                self._relay(name, agg.server.add_unmask_response, UnmaskResponse.from_bytes, data)
+            result = agg.server.finish()
+        except SecAggAborted as err:
+            raise JobFailure(
+                "SecureAggregationFailed", f"round {number}: secure aggregation: {err}"
+            ) from None
+        share = sum(agg.weights[c] for c in result.contributors)
+        log.info(
+            "round %d: unmasked the sum of %d inputs (%d dropped)",
+            number, result.count, len(result.dropped),
+        )  # fmt: skip
+        mean_delta = (result.total / share).astype(np.float32)
+        return self._strategy.apply(self._global, mean_delta)
+
+    def _exchange_step(
+        self,
+        number: int,
+        kind: pb.Task.Kind,
+        payloads: dict[str, bytes],
+        sessions: dict[str, str],
+        deadline: float,
+    ) -> dict[str, bytes]:
+        """Send ``kind`` with each site's payload; wait for the answers of those still live."""
+        with self._cond:
+            expected = {
+                n: sid
+                for n, sid in sessions.items()
+                if n in payloads and self._sessions.current(n, sid) is not None
+            }
+            step = Exchange(round=number, phase=kind, deadline=deadline, expected=expected)
+            self._exchange = step
+            for name, sid in expected.items():
+                session = self._sessions.current(name, sid)
+                if session is not None:
+                    session.send(
+                        pb.Task(
+                            kind=kind,
+                            round=number,
+                            payload=payloads[name],
+                            deadline_seconds=max(0.0, deadline - time.monotonic()),
+                        )
+                    )
+
+            def done() -> bool:
+                return not [
+                    n for n in step.waiting_for()
+                    if self._sessions.current(n, step.expected[n]) is not None
+                ]  # fmt: skip
+
+            self._cond.wait_for(done, timeout=max(0.0, deadline - time.monotonic()))
+            self._exchange = None
+            return dict(step.responses)
+
+    def submit_privacy(self, session: Session, message: pb.PrivacyMessage) -> None:
+        """A site's answer to the open secure-aggregation step."""
+        name = session.participant
+        with self._cond:
+            step = self._exchange
+            if step is None or step.round != message.round or step.phase != message.phase:
+                raise Rejected(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "stale_round",
+                    f"no secure-aggregation step {message.phase} open for round {message.round}",
+                )
+            if step.expected.get(name) != session.session_id:
+                raise Rejected(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "not_selected",
+                    f"{name!r} was not asked for this step",
+                )
+            if name in step.responses:
+                raise Rejected(grpc.StatusCode.ALREADY_EXISTS, "duplicate", "step already answered")
+            step.responses[name] = bytes(message.payload)
+            self._cond.notify_all()
 
     def _evaluate(self, number: int, candidate: F32) -> dict[str, float]:
         """Ask every connected site to evaluate the candidate on its validation split."""
@@ -799,48 +958,7 @@ def _seconds_between(start: str, end: str) -> float:
     return max(0.0, (b - a).total_seconds())
 
 
-def _read_vector(chunks: Iterator[bytes], size: int) -> F32:
-    """Copy streamed little-endian float32 bytes into one vector of exactly ``size`` values."""
-    out = np.empty(size, dtype=np.float32)
-    raw = out.data.cast("B")
-    filled = 0
-    for chunk in chunks:
-        end = filled + len(chunk)
-        if end > raw.nbytes:
-            raise Rejected(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "wrong_size",
-                f"update is larger than the model's {raw.nbytes} bytes",
-            )
-        raw[filled:end] = chunk
-        filled = end
-    if filled != raw.nbytes:
-        raise Rejected(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "wrong_size",
-            f"update has {filled} bytes, the model has {raw.nbytes}",
-        )
-    return out
-
-
-def _first_non_finite(layout: TensorLayout, vector: F32) -> str:
-    index = int(np.flatnonzero(~np.isfinite(vector))[0])
-    offset = 0
-    for name, shape in layout:
-        offset += math.prod(shape)
-        if index < offset:
-            return name
-    return "?"
-
-
-def _layout_diff(want: TensorLayout, got: TensorLayout) -> str:
-    wd, gd = dict(want), dict(got)
-    for name, shape in want:
-        if name not in gd:
-            return f"update lacks tensor {name!r}"
-        if gd[name] != shape:
-            return f"tensor {name!r} has shape {list(gd[name])}, the model's is {list(shape)}"
-    extra = [n for n in gd if n not in wd]
-    if extra:
-        return f"update has unknown tensor {extra[0]!r}"
-    return "tensors are not in the model's order"
+def _nbytes(payload: object) -> int:
+    if isinstance(payload, np.ndarray):
+        return int(payload.nbytes)
+    return len(payload) if isinstance(payload, bytes) else 0

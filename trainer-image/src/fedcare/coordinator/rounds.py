@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from fedcare.strategies import StreamingMean
-from fedcare.strategies.base import F32
+from fedcare.coordinator.aggregation import RoundAggregation
 
 
 @dataclass
@@ -16,14 +15,16 @@ class TrainRound:
     number: int
     base_version: str
     deadline: float
-    aggregate: StreamingMean
+    aggregation: RoundAggregation
     #: participant -> session id that was sent the task
     selected: dict[str, str]
     received: dict[str, int] = field(default_factory=dict)
     #: participants whose update was refused for its content: done for this round
     refused: dict[str, str] = field(default_factory=dict)
-    #: every accepted delta with its weight, kept only for robust strategies
-    individual: list[tuple[F32, float]] = field(default_factory=list)
+    #: secure modes: each selected site's share of the round's samples
+    weights: dict[str, float] = field(default_factory=dict)
+    #: secure modes: the protocol payload addressed to each selected site with its TRAIN task
+    payloads: dict[str, bytes] = field(default_factory=dict)
     train_loss_sum: float = 0.0
     started: float = field(default_factory=time.monotonic)
     closed: bool = False
@@ -67,3 +68,19 @@ class Evaluation:
     def means(self) -> dict[str, float]:
         """Sample-weighted mean of each metric over the sites that reported it."""
         return {k: self.sums[k] / self.weights[k] for k in sorted(self.sums) if self.weights[k]}
+
+
+@dataclass
+class Exchange:
+    """One step of a secure-aggregation protocol: a message asked of each listed site."""
+
+    round: int
+    phase: int
+    deadline: float
+    #: participant -> session id that was asked
+    expected: dict[str, str]
+    responses: dict[str, bytes] = field(default_factory=dict)
+
+    def waiting_for(self) -> set[str]:
+        """Sites asked that have not answered."""
+        return set(self.expected) - set(self.responses)

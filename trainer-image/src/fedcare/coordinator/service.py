@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import grpc
 
-from fedcare.coordinator.engine import Engine, Rejected
+from fedcare.coordinator.engine import Engine
 from fedcare.coordinator.sessions import END_STREAM, Session
+from fedcare.coordinator.uploads import Rejected
 from fedcare.pki import ROLE_OBSERVER, ROLE_PARTICIPANT
 from fedcare.transport import CHUNK_BYTES, iter_byte_chunks, peer_identity
 from fedcare.transport._generated import coordinator_pb2 as pb
@@ -151,6 +152,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             self._engine.rejected(rej.reason)
             context.abort(rej.code, rej.detail)
         return pb.UploadAck(accepted=True, detail="evaluation recorded")
+
+    def SubmitPrivacy(
+        self, request: pb.PrivacyMessage, context: grpc.ServicerContext
+    ) -> pb.UploadAck:
+        """A site's message for the open secure-aggregation step."""
+        session = self._session(context, request.session_id)
+        try:
+            self._engine.submit_privacy(session, request)
+        except Rejected as rej:
+            self._engine.rejected(rej.reason)
+            context.abort(rej.code, rej.detail)
+        return pb.UploadAck(accepted=True, detail="received")
 
     def WatchStatus(
         self, request: pb.WatchRequest, context: grpc.ServicerContext
