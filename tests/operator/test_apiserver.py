@@ -387,6 +387,7 @@ def test_kopf_handlers_fire_and_status_patches_land(
 ) -> None:
     """kopf runs against the emulator: create, update and delete handlers, status patches,
     its finalizer; the API server is an emulator (no kube-apiserver can run here)."""
+    import kopf
     from kopf.testing import KopfRunner
 
     api = kopf_apiserver
@@ -422,7 +423,13 @@ def test_kopf_handlers_fire_and_status_patches_land(
         raise AssertionError(f"not reached: {got.status} {got.body}")
 
     assert os.environ["KUBECONFIG"] == str(api.kubeconfig)  # how kopf finds the emulator
-    with KopfRunner(["run", "--standalone", "-A", str(operator)], timeout=30) as runner:
+    # A fresh registry: the handlers of fedcare_operator (imported by other tests of this
+    # process) stay in the default one and do not run here.
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)  # a fresh one has no login
+    with KopfRunner(
+        ["run", "--standalone", "-A", str(operator)], timeout=30, registry=registry
+    ) as runner:
         _create(api, JOBS, _job())
         job = wait_for(lambda r: r.body.get("status", {}).get("phase") == "WaitingForParticipants")
         assert job["status"]["totalRounds"] == 3

@@ -95,8 +95,14 @@ def operator_running(
     ``endpoint`` is what the status daemon dials (default: a closed loopback port, so daemons
     only retry). On exit the operator is stopped; its exit must be clean.
     """
+    import kopf
     from kopf.testing import KopfRunner
 
+    import fedcare_operator  # noqa: F401 - imported now, so kopf's -m import adds nothing
+    from fedcare_operator.handlers import register
+
+    # A fresh registry per run: other tests' kopf handlers (and ours) never leak across runs.
+    registry = register(kopf.OperatorRegistry())
     env = {
         "KUBECONFIG": str(api.kubeconfig),
         "FEDCARE_COORDINATOR_ENDPOINT": endpoint or f"127.0.0.1:{free_port()}",
@@ -107,6 +113,7 @@ def operator_running(
         KopfRunner(
             ["run", "--standalone", "--all-namespaces", "-m", "fedcare_operator"],
             timeout=timeout,
+            registry=registry,
         ) as runner,
     ):
         yield runner

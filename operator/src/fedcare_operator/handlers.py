@@ -39,7 +39,6 @@ log = logging.getLogger("fedcare.operator")
 # Operator lifecycle
 
 
-@kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Watch timeouts (a silent watch stall is a known failure), storage, thread pool, context."""
     settings.watching.server_timeout = 60
@@ -59,13 +58,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.ctx = Context(kube=Kube(), settings=OperatorSettings.from_env())
 
 
-@kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In a pod: the service account; elsewhere: ``$KUBECONFIG`` (read now, not at import)."""
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-@kopf.on.cleanup()
 def close(memo: kopf.Memo, **_: Any) -> None:
     """Release the API client's connections."""
     ctx = memo.get("ctx")
@@ -107,9 +104,6 @@ def _kube_error(err: KubeError) -> kopf.PermanentError | kopf.TemporaryError:
 # FederatedJob
 
 
-@kopf.on.resume(GROUP, VERSION, "federatedjobs")
-@kopf.on.create(GROUP, VERSION, "federatedjobs")
-@kopf.on.update(GROUP, VERSION, "federatedjobs", field="spec")
 def reconcile_federated_job(
     body: kopf.Body,
     meta: kopf.Meta,
@@ -139,14 +133,6 @@ def _following(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in (Phase.SUCCEEDED.value, Phase.FAILED.value)
 
 
-@kopf.daemon(
-    GROUP,
-    VERSION,
-    "federatedjobs",
-    when=_following,
-    cancellation_timeout=15.0,
-    initial_delay=0.5,
-)
 async def follow_federated_job_status(
     name: str | None,
     namespace: str | None,
@@ -170,9 +156,6 @@ async def follow_federated_job_status(
 # Participant
 
 
-@kopf.on.resume(GROUP, VERSION, "participants")
-@kopf.on.create(GROUP, VERSION, "participants")
-@kopf.on.update(GROUP, VERSION, "participants", field="spec")
 def reconcile_participant(
     body: kopf.Body,
     meta: kopf.Meta,
@@ -225,10 +208,43 @@ def reconcile_participant(
     patch.status.update(_changed(status, current.to_json_dict()))
 
 
+# --------------------------------------------------------------------------------------------
+# Registration
+
+
+def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
+    """Register every handler of the operator in ``registry`` (returned).
+
+    ``import fedcare_operator`` registers them in kopf's default registry (what ``kopf run -m
+    fedcare_operator`` uses); tests register them in a fresh registry of their own.
+    """
+    kopf.on.startup(registry=registry)(configure)
+    kopf.on.login(registry=registry)(login)
+    kopf.on.cleanup(registry=registry)(close)
+    for plural, fn in (
+        ("federatedjobs", reconcile_federated_job),
+        ("participants", reconcile_participant),
+    ):
+        kopf.on.resume(GROUP, VERSION, plural, registry=registry)(fn)
+        kopf.on.create(GROUP, VERSION, plural, registry=registry)(fn)
+        kopf.on.update(GROUP, VERSION, plural, field="spec", registry=registry)(fn)
+    kopf.daemon(
+        GROUP,
+        VERSION,
+        "federatedjobs",
+        when=_following,
+        cancellation_timeout=15.0,
+        initial_delay=0.5,
+        registry=registry,
+    )(follow_federated_job_status)
+    return registry
+
+
 __all__ = [
     "configure",
     "follow_federated_job_status",
     "login",
     "reconcile_federated_job",
     "reconcile_participant",
+    "register",
 ]
