@@ -157,6 +157,34 @@ def _cmd_models_rollback(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(ns: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fedcare.audit import AcceptedRecord, AuditLog, audit_path_for
+
+    path = audit_path_for(_repo_uri(ns.repo), ns.job)
+    records = AuditLog(path).read(ns.job)
+    if ns.json:
+        print(json.dumps([r.model_dump(mode="json") for r in records], sort_keys=True))
+        return 0
+    table = Table(title=f"audit trail of {ns.job} ({path})")
+    for col in ("time", "round", "participant", "event", "samples", "epsilon", "sha256", "reason"):
+        table.add_column(col)
+    for r in records:
+        if isinstance(r, AcceptedRecord):
+            eps = "-" if r.epsilon is None else f"{r.epsilon:.4g}"
+            row = [str(r.samples), eps, r.sha256[:12], ""]
+        else:
+            reason = f"{r.reason}: {r.detail}" if r.detail else r.reason
+            row = ["", "", (r.sha256 or "")[:12], reason]
+        table.add_row(r.time, str(r.round), r.participant, r.event, *row)
+    Console().print(table)
+    if not records:
+        print(f"{ns.job}: no audit records in {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fedcare``."""
     parser = argparse.ArgumentParser(
@@ -240,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", help="the earlier version to roll back to, e.g. v0003")
     p.add_argument("--repo", default="./fedcare-models", help="folder or file:// / s3:// URI")
     p.set_defaults(handler=_cmd_models_rollback)
+
+    p = sub.add_parser("audit", help="print a job's audit trail (accepted and rejected updates)")
+    p.add_argument("job")
+    p.add_argument("--repo", default="./fedcare-models", help="folder or file:// URI")
+    p.add_argument("--json", action="store_true", help="print the records as a JSON array")
+    p.set_defaults(handler=_cmd_audit)
     return parser
 
 
