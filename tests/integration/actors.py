@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -106,3 +108,61 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
             if ",".join(sorted(lab.split(","))) == want:
                 return float(value)
     return 0.0
+
+
+def masked_dropper(run: LocalRun, name: str) -> threading.Thread:
+    """A site that follows secure aggregation up to its masked upload in round 1, then drops
+    (its task stream is cancelled) before the unmasking step. Its update is all zeros."""
+    from fedcare.models import build_model
+    from fedcare.privacy.secagg import KeyAdverts, MaskingRequest, SecAggClient, SecAggConfig
+    from fedcare.spec import FederatedJobSpec
+
+    stub = stub_for(run, run.client_certs[name])
+    spec = FederatedJobSpec.model_validate_json(
+        stub.DescribeJob(pb.DescribeJobRequest(), timeout=10).job_spec_json
+    )
+    model = build_model(spec.model, spec.task, len(spec.data.features))
+    size = sum(int(v.numel()) for v in model.state_dict().values())
+    layout = [(k, list(model.state_dict()[k].shape)) for k in sorted(model.state_dict())]
+
+    def play() -> None:
+        session = stub.Join(join_request(len(spec.data.features)), timeout=10).session_id
+        tasks = stub.Tasks(pb.TasksRequest(session_id=session))
+        client: SecAggClient | None = None
+        for task in tasks:
+            if task.kind == pb.Task.SECAGG_ADVERTISE:
+                config = SecAggConfig.from_spec(
+                    spec.privacy.secure_aggregation, job_id=run.job.metadata.name,
+                    round_number=int(task.round),
+                    participants=json.loads(task.payload)["participants"], vector_length=size,
+                )  # fmt: skip
+                client = SecAggClient(config, name)
+                message = client.advertise().to_bytes()
+            elif task.kind == pb.Task.SECAGG_SHARE_KEYS and client is not None:
+                message = client.share_keys(KeyAdverts.from_bytes(task.payload)).to_bytes()
+            elif task.kind == pb.Task.TRAIN and client is not None:
+                masked = client.masked_input(
+                    MaskingRequest.from_bytes(task.payload), np.zeros(size, dtype=np.float32)
+                )
+                header = pb.UpdateHeader(session_id=session, round=task.round,
+                                         base_version=task.model_version, num_samples=100,
+                                         encoding=pb.MASKED)  # fmt: skip
+                header.tensors.extend(pb.TensorInfo(name=n, shape=s) for n, s in layout)
+                chunks = [pb.UpdateChunk(header=header), pb.UpdateChunk(data=masked.data)]
+                stub.UploadUpdate(iter(chunks), timeout=30)
+                tasks.cancel()  # gone before the unmasking step
+                return
+            else:
+                continue
+            stub.SubmitPrivacy(
+                pb.PrivacyMessage(session_id=session, round=task.round, phase=task.kind,
+                                  payload=message), timeout=10,
+            )  # fmt: skip
+
+    def guarded() -> None:
+        with contextlib.suppress(grpc.RpcError):
+            play()
+
+    thread = threading.Thread(target=guarded, daemon=True, name=f"dropper-{name}")
+    thread.start()
+    return thread

@@ -65,11 +65,17 @@ def download(
 
 
 def update_messages(
-    header: pb.UpdateHeader, layout: TensorLayout, flat: npt.NDArray[np.float32]
+    header: pb.UpdateHeader, layout: TensorLayout, payload: npt.NDArray[np.float32] | bytes
 ) -> Iterator[pb.UpdateChunk]:
-    """The client stream of an update: header (with the tensor layout), then byte chunks."""
+    """The client stream of an update: header (with the tensor layout), then byte chunks.
+
+    ``payload`` is the float32 delta, or already-encoded bytes (a masked input).
+    """
     header.tensors.extend(pb.TensorInfo(name=n, shape=list(s)) for n, s in layout)
     yield pb.UpdateChunk(header=header)
-    data = np.ascontiguousarray(flat, dtype="<f4")
-    for piece in iter_byte_chunks(data.data.cast("B"), CHUNK_BYTES):
+    if isinstance(payload, bytes):
+        view = memoryview(payload)
+    else:
+        view = np.ascontiguousarray(payload, dtype="<f4").data.cast("B")
+    for piece in iter_byte_chunks(view, CHUNK_BYTES):
         yield pb.UpdateChunk(data=piece)

@@ -6,6 +6,7 @@ process; the site's records never do.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -16,6 +17,14 @@ import numpy as np
 import fedcare
 from fedcare.data import SiteData, load_site
 from fedcare.errors import FedcareError
+from fedcare.privacy.secagg import (
+    KeyAdverts,
+    MaskingRequest,
+    SecAggClient,
+    SecAggConfig,
+    SecAggRefused,
+    UnmaskRequest,
+)
 from fedcare.spec import FederatedJobSpec, TrainerConfig, load_model
 from fedcare.trainer.channel import ConnectTimeout, download, update_messages, with_retry
 from fedcare.transport import flatten, make_mtls_channel
@@ -26,6 +35,10 @@ log = logging.getLogger("fedcare.trainer")
 
 #: Exit codes of ``fedcare trainer``.
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_JOB_FAILED, EXIT_REPLACED = 0, 1, 2, 3, 4
+
+_PRIVACY_STEPS = frozenset(
+    {pb.Task.SECAGG_ADVERTISE, pb.Task.SECAGG_SHARE_KEYS, pb.Task.SECAGG_UNMASK}
+)
 
 
 class ParticipantNode:
@@ -67,6 +80,10 @@ class ParticipantNode:
         self.model = build_model(
             self.spec.model, self.spec.task, n_features, seed=self.spec.training.seed
         ).to(self.device)
+        #: values in the flat update vector (the secure-aggregation vector length)
+        self.model_size = sum(int(v.numel()) for v in self.model.state_dict().values())
+        self.job_name = self.config.job
+        self._secagg: SecAggClient | None = None
         s = self.site
         self.x_train = torch.from_numpy(s.x_train).to(self.device)
         self.y_train = torch.from_numpy(s.y_train).to(self.device)
@@ -94,6 +111,7 @@ class ParticipantNode:
             self.config.connect_timeout_seconds,
             "join",
         )
+        self.job_name = str(resp.job)
         log.info("%s joined job %s (session %s)", self.name, resp.job, resp.session_id[:8])
         return str(resp.session_id)
 
@@ -132,8 +150,16 @@ class ParticipantNode:
             num_samples=len(self.site.y_train),
             train_metrics=metrics,
         )
+        payload: np.ndarray | bytes = delta
+        if task.payload:  # secure aggregation: only the masked, weighted delta leaves the site
+            if self._secagg is None:
+                log.warning("%s: round %d: no secure-aggregation state", self.name, task.round)
+                return
+            request = MaskingRequest.from_bytes(task.payload)
+            payload = self._secagg.masked_input(request, task.weight * delta).data
+            header.encoding = pb.MASKED
         try:
-            ack = self._stub.UploadUpdate(update_messages(header, layout, delta), timeout=600)
+            ack = self._stub.UploadUpdate(update_messages(header, layout, payload), timeout=600)
             log.info(
                 "%s: round %d trained in %.2fs; %s",
                 self.name,
@@ -172,6 +198,41 @@ class ParticipantNode:
                 raise
             log.warning("%s: evaluation refused: %s", self.name, err.details())
 
+    def _privacy_step(self, session_id: str, task: pb.Task) -> None:
+        """Answer a secure-aggregation step (masking) of the current round."""
+        try:
+            if task.kind == pb.Task.SECAGG_ADVERTISE:
+                names = json.loads(task.payload)["participants"]
+                config = SecAggConfig.from_spec(
+                    self.spec.privacy.secure_aggregation,
+                    job_id=self.job_name,
+                    round_number=int(task.round),
+                    participants=names,
+                    vector_length=self.model_size,
+                )
+                self._secagg = SecAggClient(config, self.name)
+                message: bytes = self._secagg.advertise().to_bytes()
+            elif self._secagg is None:
+                log.warning("%s: secure-aggregation step out of order", self.name)
+                return
+            elif task.kind == pb.Task.SECAGG_SHARE_KEYS:
+                message = self._secagg.share_keys(KeyAdverts.from_bytes(task.payload)).to_bytes()
+            else:
+                message = self._secagg.unmask(UnmaskRequest.from_bytes(task.payload)).to_bytes()
+                self._secagg = None
+        except (SecAggRefused, ValueError, KeyError) as err:
+            log.warning("%s: secure-aggregation step refused: %s", self.name, err)
+            return
+        request = pb.PrivacyMessage(
+            session_id=session_id, round=task.round, phase=task.kind, payload=message
+        )
+        try:
+            self._stub.SubmitPrivacy(request, timeout=60)
+        except grpc.RpcError as err:
+            if err.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}:
+                raise
+            log.warning("%s: secure-aggregation message refused: %s", self.name, err.details())
+
     def _session(self) -> int | None:
         """One session: join, follow tasks. Returns an exit code, or None to reconnect."""
         session_id = self._join()
@@ -180,6 +241,8 @@ class ParticipantNode:
                 self._train(session_id, task)
             elif task.kind == pb.Task.EVALUATE:
                 self._evaluate(session_id, task)
+            elif task.kind in _PRIVACY_STEPS:
+                self._privacy_step(session_id, task)
             elif task.kind == pb.Task.DONE:
                 log.info("%s: job ended: %s", self.name, task.message)
                 return EXIT_OK if task.succeeded else EXIT_JOB_FAILED

@@ -1,13 +1,15 @@
 """Record every request message a server receives, post-TLS, for privacy audits.
 
 With ``captureDir`` set in the coordinator's config, each received message is appended to
-``<dir>/received.bin`` as its serialized protobuf bytes, each preceded by a line naming the
-RPC. It shows exactly what left the sites: an auditor (or a test) can search it for record
-values. Off by default.
+``<dir>/received.bin`` as its serialized protobuf bytes, each preceded by a line
+``#<rpc> <call> <length>`` (``call`` numbers the RPC calls, so the messages of concurrent
+client streams can be told apart). It shows exactly what left the sites: an auditor (or a
+test) can search it for record values. Off by default.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,11 +26,12 @@ class CaptureInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         self._dir.mkdir(parents=True, exist_ok=True)
         self._file = open(self._dir / "received.bin", "ab")  # noqa: SIM115 - lives with the server
         self._lock = threading.Lock()
+        self._calls = itertools.count(1)
 
-    def _record(self, method: str, message: Any) -> None:
+    def _record(self, method: str, call: int, message: Any) -> None:
         data = message.SerializeToString()
         with self._lock:
-            self._file.write(f"\n#{method} {len(data)}\n".encode())
+            self._file.write(f"\n#{method} {call} {len(data)}\n".encode())
             self._file.write(data)
             self._file.flush()
 
@@ -42,8 +45,9 @@ class CaptureInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         method = str(handler_call_details.method)
 
         def tee(requests: Iterator[Any]) -> Iterator[Any]:
+            call = next(self._calls)
             for msg in requests:
-                self._record(method, msg)
+                self._record(method, call, msg)
                 yield msg
 
         if handler.request_streaming:
@@ -65,7 +69,7 @@ class CaptureInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         inner_unary = handler.unary_unary or handler.unary_stream
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            self._record(method, request)
+            self._record(method, next(self._calls), request)
             return inner_unary(request, context)
 
         factory_u = (
