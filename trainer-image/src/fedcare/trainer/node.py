@@ -80,6 +80,11 @@ class ParticipantNode:
         self.model = build_model(
             self.spec.model, self.spec.task, n_features, seed=self.spec.training.seed
         ).to(self.device)
+        # The first optimizer a process builds imports torch._dynamo (about 1 CPU-second):
+        # pay it at start-up, not inside round 1 (measured in bench/round.py).
+        from fedcare.training import make_optimizer
+
+        make_optimizer(self.model.parameters(), self.spec.training)
         #: values in the flat update vector (the secure-aggregation vector length)
         self.model_size = sum(int(v.numel()) for v in self.model.state_dict().values())
         self.job_name = self.config.job
@@ -98,13 +103,14 @@ class ParticipantNode:
         )
 
     def _join(self) -> str:
-        x = self.site.x_train.astype(np.float64)
+        x = self.site.x_train
+        # Accumulated in float64 without a float64 copy of the table (bench/RESULTS.md).
         request = pb.JoinRequest(
             train_samples=len(self.site.y_train),
             validation_samples=len(self.site.y_val),
             client_version=fedcare.__version__,
-            feature_sum=x.sum(axis=0).tolist(),
-            feature_sum_sq=(x * x).sum(axis=0).tolist(),
+            feature_sum=x.sum(axis=0, dtype=np.float64).tolist(),
+            feature_sum_sq=np.einsum("ij,ij->j", x, x, dtype=np.float64).tolist(),
         )
         resp = with_retry(
             lambda: self._stub.Join(request, timeout=30),
