@@ -40,7 +40,8 @@ from tests.support.operator import (
 )
 
 SITES = ("st-mary", "city-general", "north-clinic")
-ROUNDS = 4
+#: Enough rounds that the coordinator can be killed midway (a round takes well under 1 s).
+ROUNDS = 12
 
 
 def _job(data: Path) -> dict[str, Any]:
@@ -52,6 +53,7 @@ def _job(data: Path) -> dict[str, Any]:
         joinTimeoutSeconds=120,
         roundTimeoutSeconds=60,
         model={"name": "mlp", "hiddenUnits": [16]},
+        training={"epochs": 3, "batchSize": 64, "optimizer": "adam", "learningRate": 0.01},
     )
     for i, site in enumerate(spec["participants"], start=1):
         site["data"] = {"path": f"/data/fedcare/site-{i}.csv"}
@@ -106,6 +108,7 @@ def test_a_federatedjob_trains_end_to_end(with_crds: ApiServer, tmp_path: Path) 
                 )
 
             wait_until(lambda: trained(1), 90, "round 1 in .status")
+            assert _status(api)["phase"] == "Training", "the job ended before the restart"
             # A container restart: same pod folder (emptyDir keeps the model repository).
             kubelet.stop("coordinator")
             kubelet.start("coordinator", coordinator_pod)

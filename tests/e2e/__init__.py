@@ -1,0 +1,1 @@
+"""Tests against a real Kubernetes cluster (kind); skipped unless pytest gets ``--with-e2e``."""
