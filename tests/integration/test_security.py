@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
+from fedcare.audit import AuditLog
 from fedcare.pki import create_ca, issue_client_cert
 from fedcare.spec import Phase
 from fedcare.transport._generated import coordinator_pb2 as pb
@@ -201,6 +202,16 @@ def test_bad_updates_refused_round_goes_on(
         final = run.follow()
         assert final.phase is Phase.SUCCEEDED, final.message
         assert final.rounds[0].participants == 3
+        # The audit trail: mallory's refused updates are logged as rejected, with their
+        # reasons, and never as accepted.
+        records = AuditLog(tmp_path / "models" / "bc" / "audit.jsonl").read("bc")
+        mine = [r for r in records if r.participant == "mallory"]
+        assert {r.event for r in mine} == {"rejected"}
+        reasons = [r.reason for r in mine]  # type: ignore[union-attr]
+        assert {"future_round", "non_finite", "duplicate", "wrong_shape", "stale_round"} <= set(
+            reasons
+        )
+        assert sum(r.event == "accepted" for r in records) == 3 * 3
         assert final.rejected_updates >= 4
         assert final.rounds[-1].metrics["auroc"] >= 0.9
     finally:

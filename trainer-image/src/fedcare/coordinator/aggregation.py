@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 
 from fedcare.coordinator.uploads import Rejected, read_exact, read_vector
+from fedcare.privacy.dp.central import add_gaussian_noise, clip_update
 from fedcare.privacy.secagg import MaskedInput, SecAggConfig, SecAggServer
 from fedcare.strategies import Strategy, StreamingMean
 from fedcare.transport import TensorLayout
@@ -42,20 +43,29 @@ class PlainAggregation(RoundAggregation):
 
     encoding = pb.PLAIN_F32
 
-    def __init__(self, strategy: Strategy, layout: TensorLayout, size: int) -> None:
+    def __init__(
+        self, strategy: Strategy, layout: TensorLayout, size: int, clip_norm: float | None = None
+    ) -> None:
         self._strategy = strategy
         self._layout = layout
         self._size = size
         self._mean = None if strategy.needs_individual_updates else StreamingMean(size)
         self._individual: list[tuple[F32, float]] = []
+        #: central DP: every update is clipped to this L2 norm before it is folded
+        self._clip_norm = clip_norm
+        self._max_weight = 0.0
 
     def read(self, chunks: Iterator[bytes]) -> F32:
-        """A finite float32 vector of the model's size."""
-        return read_vector(chunks, self._layout, self._size)
+        """A finite float32 vector of the model's size (clipped under central DP)."""
+        vector = read_vector(chunks, self._layout, self._size)
+        if self._clip_norm is not None:
+            vector, _ = clip_update(vector, self._clip_norm)
+        return vector
 
     def accept(self, participant: str, payload: object, samples: float) -> None:
         """Fold into the running mean, or keep it for a robust strategy."""
         assert isinstance(payload, np.ndarray)
+        self._max_weight = max(self._max_weight, samples)
         if self._mean is None:
             self._individual.append((payload, samples))
         else:
@@ -69,6 +79,21 @@ class PlainAggregation(RoundAggregation):
             self._individual = []
             return self._strategy.apply_individual(global_weights, deltas, weights)
         return self._strategy.apply(global_weights, self._mean.mean())
+
+    def noisy_candidate(
+        self, global_weights: F32, noise_multiplier: float, rng: np.random.Generator
+    ) -> F32:
+        """Central DP: the weighted mean of the clipped updates plus Gaussian noise.
+
+        The mean is ``sum_i p_i * clip(delta_i)`` with ``p_i = n_i / sum n``; replacing one
+        site's update moves it by at most ``max p_i * C``, so the noise std is
+        ``sigma * C * max p_i`` (the sensitivity argument of :mod:`fedcare.privacy.dp.central`).
+        """
+        assert self._mean is not None and self._clip_norm is not None
+        mean = self._mean.mean()
+        weight = self._max_weight / self._mean.total_weight
+        noisy = add_gaussian_noise(mean, noise_multiplier, self._clip_norm, rng, max_weight=weight)
+        return self._strategy.apply(global_weights, noisy.astype(np.float32, copy=False))
 
 
 class MaskedAggregation(RoundAggregation):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedcare.audit import AuditError, AuditLog, audit_path_for
 from fedcare.coordinator.engine import Engine
 from fedcare.coordinator.service import CoordinatorService
 from fedcare.monitoring import CoordinatorMetrics, HttpSide
@@ -35,6 +36,15 @@ def initial_weights(job: FederatedJob, mean: np.ndarray, std: np.ndarray) -> dic
 def _split_host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _audit_log(uri: str, job: str) -> AuditLog | None:
+    """The job's audit trail beside its model versions (file:// repositories)."""
+    try:
+        return AuditLog(audit_path_for(uri, job))
+    except AuditError as err:
+        log.warning("no audit trail: %s", err)
+        return None
 
 
 class Coordinator:
@@ -65,6 +75,7 @@ class Coordinator:
             participants=participants,
             metrics=self.metrics,
             run_id=config.run_id,
+            audit=_audit_log(uri, job.metadata.name),
             max_concurrent_uploads=config.max_concurrent_uploads,
         )
         interceptors = [CaptureInterceptor(config.capture_dir)] if config.capture_dir else []

@@ -9,6 +9,7 @@ after it closed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -22,12 +23,14 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
+from fedcare.audit import AuditLog
 from fedcare.coordinator.aggregation import MaskedAggregation, PlainAggregation, RoundAggregation
 from fedcare.coordinator.rounds import Evaluation, Exchange, TrainRound
 from fedcare.coordinator.sessions import Session, SessionTable
 from fedcare.coordinator.uploads import CONTENT_REASONS, Rejected, layout_diff
 from fedcare.errors import FedcareError, RepositoryError
 from fedcare.monitoring.metrics import CoordinatorMetrics
+from fedcare.privacy.dp.central import CentralAccountant
 from fedcare.privacy.secagg import (
     AdvertiseKeys,
     SecAggAborted,
@@ -46,6 +49,7 @@ from fedcare.repository import (
 from fedcare.repository.safetensors_io import to_safetensors_bytes
 from fedcare.spec import (
     ConditionStatus,
+    DpMode,
     FederatedJob,
     FederatedJobStatus,
     ModelRef,
@@ -89,6 +93,7 @@ class Engine:
         metrics: CoordinatorMetrics,
         run_id: str | None = None,
         max_concurrent_uploads: int = 2,
+        audit: AuditLog | None = None,
     ) -> None:
         self.job = job
         self.spec = job.spec
@@ -99,6 +104,14 @@ class Engine:
         self.metrics = metrics
         self.run_id = run_id or secrets.token_hex(8)
         self._strategy = create_strategy(self.spec.strategy)
+        dp = self.spec.privacy.dp
+        #: central DP: the coordinator's accountant (one Gaussian mechanism per round)
+        self._central = (
+            CentralAccountant(dp.noise_multiplier or 0.0, dp.delta, dp.accountant)
+            if dp.mode is DpMode.CENTRAL
+            else None
+        )
+        self._audit = audit
         self._cond = threading.Condition()
         self._sessions = SessionTable()
         self._upload_slots = threading.BoundedSemaphore(max_concurrent_uploads)
@@ -155,13 +168,19 @@ class Engine:
             if terminal and self.finished.is_set():
                 return
 
-    def _participant_state(self, name: str, state: ParticipantState, **kw: int) -> None:
+    def _participant_state(
+        self, name: str, state: ParticipantState, **kw: int | float | str | None
+    ) -> None:
         for i, p in enumerate(self.status.participants):
             if p.name == name:
+                if p.state is ParticipantState.BUDGET_EXHAUSTED:
+                    state = p.state  # it left for good; later events do not revive it
                 data = p.model_dump() | {"state": state} | kw
                 self.status.participants[i] = ParticipantStatus(**data)
                 return
-        self.status.participants.append(ParticipantStatus(name=name, state=state, **kw))
+        self.status.participants.append(
+            ParticipantStatus.model_validate({"name": name, "state": state, **kw})
+        )
 
     def _refresh_ready(self) -> None:
         live = len(self._sessions.live())
@@ -361,6 +380,10 @@ class Engine:
         try:
             self._receive_update(session, header, chunks)
         except Rejected as rej:
+            if self._audit is not None:
+                self._audit.rejected(
+                    self.name, int(header.round), session.participant, rej.reason, rej.detail
+                )
             if rej.reason in CONTENT_REASONS:
                 with self._cond:
                     rnd = self._round
@@ -381,7 +404,8 @@ class Engine:
         rnd = self.check_header(session, header)
         with self._upload_slots:
             payload = rnd.aggregation.read(chunks)
-            self.metrics.bytes_in.inc(_nbytes(payload))
+            received = _payload_bytes(payload)
+            self.metrics.bytes_in.inc(len(received))
             loss = header.train_metrics.get("loss")
             with self._cond:
                 if rnd.closed or self._round is not rnd:
@@ -403,6 +427,13 @@ class Engine:
                     loss if loss is not None and math.isfinite(loss) else None,
                 )
                 self.metrics.updates_accepted.inc()
+                if self._audit is not None:
+                    self._audit.accepted(
+                        self.name, rnd.number, session.participant, int(header.num_samples),
+                        self._epsilon_of(header), hashlib.sha256(received).hexdigest(),
+                    )  # fmt: skip
+                if self.spec.privacy.dp.mode is DpMode.LOCAL:
+                    self._note_epsilon(session.participant, float(header.epsilon))
                 self._participant_state(
                     session.participant,
                     ParticipantState.CONNECTED,
@@ -410,6 +441,39 @@ class Engine:
                     samples=int(header.num_samples),
                 )
                 self._publish()
+
+    def leave(self, session: Session, request: pb.LeaveRequest) -> None:
+        """A participant leaves for good (e.g. its privacy budget is spent); the job goes on
+        without it while the quorum holds."""
+        name = session.participant
+        reason = request.reason if request.reason.isidentifier() else "ParticipantLeft"
+        message = f"{name}: {request.message or 'left the job'}"
+        with self._cond:
+            eps = float(request.epsilon) if request.epsilon else None
+            self._participant_state(
+                name, ParticipantState.BUDGET_EXHAUSTED, epsilon_spent=eps, message=message
+            )
+            self.status.set_condition("Degraded", ConditionStatus.TRUE, reason, message)
+            session.close()
+            self._refresh_ready()
+            self._publish()
+        log.warning("%s", message)
+
+    def _note_epsilon(self, name: str, epsilon: float) -> None:
+        """Record a site's reported local-DP spend (caller holds the lock)."""
+        if not (math.isfinite(epsilon) and epsilon > 0):
+            return
+        self._participant_state(name, ParticipantState.CONNECTED, epsilon_spent=epsilon)
+        spent = [p.epsilon_spent for p in self.status.participants if p.epsilon_spent]
+        self.status.epsilon_spent = max(spent)
+        self.status.delta = self.spec.privacy.dp.delta
+
+    def _epsilon_of(self, header: pb.UpdateHeader) -> float | None:
+        """Epsilon to audit with an accepted update (local: the site's; central: the job's
+        after this round)."""
+        if self._central is not None:
+            return self._central.epsilon_after_next_round()
+        return float(header.epsilon) if header.epsilon else None
 
     def rejected(self, reason: str) -> None:
         """Count a refused update or report in metrics and status."""
@@ -750,7 +814,8 @@ class Engine:
         mode = self.spec.privacy.secure_aggregation.mode
         if mode is SecureAggregationMode.MASKING:
             return self._masked_setup(number, selected, deadline)
-        return PlainAggregation(self._strategy, self._layout, self._global.size), {}, {}
+        clip = self.spec.privacy.dp.max_grad_norm if self._central is not None else None
+        return PlainAggregation(self._strategy, self._layout, self._global.size, clip), {}, {}
 
     def _sample_weights(self, names: list[str]) -> dict[str, float]:
         """Each site's share of the samples the sites announced at join."""
@@ -808,7 +873,15 @@ class Engine:
         """The next global weights from the round's aggregation."""
         agg = rnd.aggregation
         if isinstance(agg, PlainAggregation):
-            return agg.candidate(self._global)
+            if self._central is None:
+                return agg.candidate(self._global)
+            sigma = float(self.spec.privacy.dp.noise_multiplier or 0.0)
+            candidate = agg.noisy_candidate(self._global, sigma, np.random.default_rng())
+            self._central.step()
+            with self._cond:
+                self.status.epsilon_spent = self._central.epsilon()
+                self.status.delta = self._central.delta
+            return candidate
         assert isinstance(agg, MaskedAggregation)
         number = rnd.number
         try:
@@ -958,7 +1031,9 @@ def _seconds_between(start: str, end: str) -> float:
     return max(0.0, (b - a).total_seconds())
 
 
-def _nbytes(payload: object) -> int:
+def _payload_bytes(payload: object) -> memoryview:
+    """The bytes of an update as the coordinator holds it (hashed for the audit trail)."""
     if isinstance(payload, np.ndarray):
-        return int(payload.nbytes)
-    return len(payload) if isinstance(payload, bytes) else 0
+        return payload.data.cast("B")
+    assert isinstance(payload, bytes)
+    return memoryview(payload)

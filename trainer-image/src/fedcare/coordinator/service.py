@@ -165,6 +165,12 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             context.abort(rej.code, rej.detail)
         return pb.UploadAck(accepted=True, detail="received")
 
+    def Leave(self, request: pb.LeaveRequest, context: grpc.ServicerContext) -> pb.UploadAck:
+        """A participant leaves the job for good, with its reason."""
+        session = self._session(context, request.session_id)
+        self._engine.leave(session, request)
+        return pb.UploadAck(accepted=True, detail="left the job")
+
     def WatchStatus(
         self, request: pb.WatchRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.StatusEvent]:

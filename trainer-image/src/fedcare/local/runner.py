@@ -182,6 +182,7 @@ class LocalRun:
             tls=_tls(self.ca, self.client_certs[participant.name]),
             data=participant.data,
             threads=threads,
+            privacy_budget=participant.privacy_budget,
         )
         path = _write_yaml(self.workdir / f"trainer-{participant.name}.yaml", tcfg.to_json_dict())
         self._spawn(f"trainer-{participant.name}", "trainer", path, threads=threads)

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from fedcare.spec._base import SpecModel
 from fedcare.spec.job import DataSource, FederatedJob
+from fedcare.spec.privacy import PrivacyBudget
 
 
 class TlsFiles(SpecModel):
@@ -61,3 +62,5 @@ class TrainerConfig(SpecModel):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     #: Torch intra-op threads; 0 leaves torch's default.
     threads: int = Field(default=0, ge=0)
+    #: The site's total privacy budget; the ledger next to its data tracks what is spent.
+    privacy_budget: PrivacyBudget | None = None

@@ -11,7 +11,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fedcare.spec._base import SpecModel
 from fedcare.spec.placement import DatasetVolume, Toleration
-from fedcare.spec.privacy import DpMode, PrivacySpec, SecureAggregationMode
+from fedcare.spec.privacy import DpMode, PrivacyBudget, PrivacySpec, SecureAggregationMode
 
 API_VERSION: Final = "fedcare.io/v1alpha1"
 #: Names follow Kubernetes DNS-1123 labels: they become pod, secret and certificate names.
@@ -290,6 +290,8 @@ class InlineParticipant(SpecModel):
 
     name: Name
     data: DataSource
+    #: The site's total privacy budget across every job it takes part in (DP jobs only).
+    privacy_budget: PrivacyBudget | None = None
     # In a cluster, the operator turns each inline site into a Participant with these fields;
     # the local runner ignores them.
     resources: Resources = Field(default_factory=lambda: Resources())
@@ -542,6 +544,8 @@ class ParticipantSpec(SpecModel):
 
     job: JobReference
     data: DataSource
+    #: The site's total privacy budget across every job it takes part in (DP jobs only).
+    privacy_budget: PrivacyBudget | None = None
     resources: Resources = Field(default_factory=Resources)
     #: The dataset volume, mounted read-only; without one, the folder of ``data.path`` is taken
     #: from the node (hostPath) at the same path.

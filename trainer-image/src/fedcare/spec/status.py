@@ -30,6 +30,8 @@ class ParticipantState(StrEnum):
     CONNECTED = "Connected"
     TRAINING = "Training"
     DISCONNECTED = "Disconnected"
+    #: Left the job because its privacy budget is spent.
+    BUDGET_EXHAUSTED = "BudgetExhausted"
 
 
 class ConditionStatus(StrEnum):
@@ -99,6 +101,9 @@ class ParticipantStatus(SpecModel):
     state: ParticipantState
     last_round: int = 0
     samples: int = 0
+    #: Differential privacy: epsilon this site has spent on this job.
+    epsilon_spent: float | None = None
+    message: str | None = None
 
 
 class RoundStatus(SpecModel):
@@ -136,6 +141,10 @@ class FederatedJobStatus(SpecModel):
     rounds: list[RoundStatus] = Field(default_factory=list)
     latest_model: ModelRef | None = None
     rejected_updates: int = 0
+    #: Differential privacy: epsilon spent by the job (central: the accountant's; local: the
+    #: largest of the sites') at ``delta``.
+    epsilon_spent: float | None = None
+    delta: float | None = None
     start_time: str | None = None
     completion_time: str | None = None
     observed_generation: int | None = None

@@ -6,10 +6,12 @@ process; the site's records never do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -25,16 +27,19 @@ from fedcare.privacy.secagg import (
     SecAggRefused,
     UnmaskRequest,
 )
-from fedcare.spec import FederatedJobSpec, TrainerConfig, load_model
+from fedcare.spec import DpMode, FederatedJobSpec, TrainerConfig, load_model
 from fedcare.trainer.channel import ConnectTimeout, download, update_messages, with_retry
 from fedcare.transport import flatten, make_mtls_channel
 from fedcare.transport._generated import coordinator_pb2 as pb
 from fedcare.transport._generated import coordinator_pb2_grpc as pb_grpc
 
+if TYPE_CHECKING:
+    from fedcare.privacy.dp.local import LocalDpState
+
 log = logging.getLogger("fedcare.trainer")
 
 #: Exit codes of ``fedcare trainer``.
-EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_JOB_FAILED, EXIT_REPLACED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_JOB_FAILED, EXIT_REPLACED, EXIT_BUDGET = 0, 1, 2, 3, 4, 5
 
 _PRIVACY_STEPS = frozenset(
     {pb.Task.SECAGG_ADVERTISE, pb.Task.SECAGG_SHARE_KEYS, pb.Task.SECAGG_UNMASK}
@@ -89,6 +94,7 @@ class ParticipantNode:
         self.model_size = sum(int(v.numel()) for v in self.model.state_dict().values())
         self.job_name = self.config.job
         self._secagg: SecAggClient | None = None
+        self._dp_state: LocalDpState | None = None
         s = self.site
         self.x_train = torch.from_numpy(s.x_train).to(self.device)
         self.y_train = torch.from_numpy(s.y_train).to(self.device)
@@ -132,21 +138,39 @@ class ParticipantNode:
     def _state(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
 
-    def _train(self, session_id: str, task: pb.Task) -> None:
+    def _train(self, session_id: str, task: pb.Task) -> int | None:
+        """Train one round and upload; returns an exit code when the site must leave."""
         from fedcare.training import train_local
 
         self._load(session_id, task.model_version)
         layout, base = flatten(self._state())
         started = time.monotonic()
-        metrics = train_local(
-            self.model,
-            self.x_train,
-            self.y_train,
-            self.spec.training,
-            self.spec.task,
-            seed=self.spec.training.seed + int(task.round),
-            proximal_mu=self.spec.strategy.proximal_mu,
-        )
+        seed = self.spec.training.seed + int(task.round)
+        epsilon = 0.0
+        if self.spec.privacy.dp.mode is DpMode.LOCAL:
+            spent = self._spend_budget(int(task.round))
+            if spent is not None:
+                self._leave(session_id, "PrivacyBudgetExhausted", spent)
+                return EXIT_BUDGET
+            from fedcare.privacy.dp.local import DP_EPSILON, DP_EPSILON_ROUND, train_local_dp
+
+            metrics, self._dp_state = train_local_dp(
+                self.model, self.x_train, self.y_train, self.spec.training, self.spec.task,
+                seed, self.spec.privacy.dp, self.spec.rounds, self._dp_state,
+                proximal_mu=self.spec.strategy.proximal_mu,
+            )  # fmt: skip
+            epsilon = metrics.pop(DP_EPSILON)
+            metrics.pop(DP_EPSILON_ROUND, None)
+        else:
+            metrics = train_local(
+                self.model,
+                self.x_train,
+                self.y_train,
+                self.spec.training,
+                self.spec.task,
+                seed=seed,
+                proximal_mu=self.spec.strategy.proximal_mu,
+            )
         _, local = flatten(self._state())
         delta = np.subtract(local, base, dtype=np.float32)
         header = pb.UpdateHeader(
@@ -155,12 +179,13 @@ class ParticipantNode:
             base_version=task.model_version,
             num_samples=len(self.site.y_train),
             train_metrics=metrics,
+            epsilon=epsilon,
         )
         payload: np.ndarray | bytes = delta
         if task.payload:  # secure aggregation: only the masked, weighted delta leaves the site
             if self._secagg is None:
                 log.warning("%s: round %d: no secure-aggregation state", self.name, task.round)
-                return
+                return None
             request = MaskingRequest.from_bytes(task.payload)
             payload = self._secagg.masked_input(request, task.weight * delta).data
             header.encoding = pb.MASKED
@@ -183,6 +208,7 @@ class ParticipantNode:
                 err.code().name,
                 err.details(),
             )
+        return None
 
     def _evaluate(self, session_id: str, task: pb.Task) -> None:
         from fedcare.training import evaluate
@@ -203,6 +229,40 @@ class ParticipantNode:
             if err.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}:
                 raise
             log.warning("%s: evaluation refused: %s", self.name, err.details())
+
+    def _spend_budget(self, round_number: int) -> str | None:
+        """Local DP: charge the next round to the site's ledger before training it.
+
+        Returns why the round cannot be trained (the budget would be exceeded), else None.
+        """
+        from fedcare.privacy.dp import BudgetExhausted, BudgetLedger, ledger_path_for
+        from fedcare.privacy.dp.local import LocalDpState, reserve_round
+
+        if self._dp_state is None:
+            self._dp_state = LocalDpState.for_job(
+                self.spec.privacy.dp, self.spec.training, len(self.site.y_train), self.spec.rounds
+            )
+        ledger = BudgetLedger(ledger_path_for(self.config.data.path))
+        budget = self.config.privacy_budget
+        if budget is None:  # no budget set: still keep the site's record of what it spent
+            state = self._dp_state
+            ledger.record(self.job_name, round_number, state.next_round_cost(), state.delta)
+            return None
+        try:
+            reserve_round(self._dp_state, ledger, budget, self.job_name, round_number)
+        except BudgetExhausted as err:
+            return str(err)
+        return None
+
+    def _leave(self, session_id: str, reason: str, message: str) -> None:
+        """Tell the coordinator this site leaves the job for good, and why."""
+        eps = self._dp_state.epsilon() if self._dp_state is not None else 0.0
+        log.error("%s: leaving the job: %s", self.name, message)
+        request = pb.LeaveRequest(
+            session_id=session_id, reason=reason, message=message, epsilon=eps
+        )
+        with contextlib.suppress(grpc.RpcError):
+            self._stub.Leave(request, timeout=30)
 
     def _privacy_step(self, session_id: str, task: pb.Task) -> None:
         """Answer a secure-aggregation step (masking) of the current round."""
@@ -244,7 +304,9 @@ class ParticipantNode:
         session_id = self._join()
         for task in self._stub.Tasks(pb.TasksRequest(session_id=session_id)):
             if task.kind == pb.Task.TRAIN:
-                self._train(session_id, task)
+                code = self._train(session_id, task)
+                if code is not None:
+                    return code
             elif task.kind == pb.Task.EVALUATE:
                 self._evaluate(session_id, task)
             elif task.kind in _PRIVACY_STEPS:

@@ -198,6 +198,18 @@ class PrivacyMessage(_message.Message):
     payload: bytes
     def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., phase: _Optional[_Union[Task.Kind, str]] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
+class LeaveRequest(_message.Message):
+    __slots__ = ("session_id", "reason", "message", "epsilon")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    reason: str
+    message: str
+    epsilon: float
+    def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., epsilon: _Optional[float] = ...) -> None: ...
+
 class WatchRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

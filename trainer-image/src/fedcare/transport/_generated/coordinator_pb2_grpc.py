@@ -70,6 +70,11 @@ class CoordinatorStub:
                 request_serializer=fedcare_dot_v1_dot_coordinator__pb2.PrivacyMessage.SerializeToString,
                 response_deserializer=fedcare_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
                 _registered_method=True)
+        self.Leave = channel.unary_unary(
+                '/fedcare.v1.Coordinator/Leave',
+                request_serializer=fedcare_dot_v1_dot_coordinator__pb2.LeaveRequest.SerializeToString,
+                response_deserializer=fedcare_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
+                _registered_method=True)
         self.WatchStatus = channel.unary_stream(
                 '/fedcare.v1.Coordinator/WatchStatus',
                 request_serializer=fedcare_dot_v1_dot_coordinator__pb2.WatchRequest.SerializeToString,
@@ -132,6 +137,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Leave(self, request, context):
+        """A participant leaves the job for good, saying why (e.g. its privacy budget is spent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchStatus(self, request, context):
         """Streams the job status (the FederatedJob .status as JSON) on every change.
         """
@@ -175,6 +187,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             'SubmitPrivacy': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitPrivacy,
                     request_deserializer=fedcare_dot_v1_dot_coordinator__pb2.PrivacyMessage.FromString,
+                    response_serializer=fedcare_dot_v1_dot_coordinator__pb2.UploadAck.SerializeToString,
+            ),
+            'Leave': grpc.unary_unary_rpc_method_handler(
+                    servicer.Leave,
+                    request_deserializer=fedcare_dot_v1_dot_coordinator__pb2.LeaveRequest.FromString,
                     response_serializer=fedcare_dot_v1_dot_coordinator__pb2.UploadAck.SerializeToString,
             ),
             'WatchStatus': grpc.unary_stream_rpc_method_handler(
@@ -372,6 +389,33 @@ class Coordinator:
             target,
             '/fedcare.v1.Coordinator/SubmitPrivacy',
             fedcare_dot_v1_dot_coordinator__pb2.PrivacyMessage.SerializeToString,
+            fedcare_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Leave(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcare.v1.Coordinator/Leave',
+            fedcare_dot_v1_dot_coordinator__pb2.LeaveRequest.SerializeToString,
             fedcare_dot_v1_dot_coordinator__pb2.UploadAck.FromString,
             options,
             channel_credentials,
