@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fedcare.repository import open_repository
 from fedcare.spec import Phase
@@ -141,3 +142,37 @@ def test_too_few_survivors_fails_the_round_without_a_version(
     assert "round 1: secure aggregation" in failed.message
     versions = open_repository(f"file://{tmp_path / 'models'}").list_versions("bc")
     assert [v.round for v in versions] == [0]  # the initial model only
+
+
+def test_ckks_run_equals_plain_fedavg_and_coordinator_has_no_secret(
+    make_job: JobFactory, tmp_path: Path
+) -> None:
+    """CKKS: the coordinator adds ciphertexts with a public context (no secret key: it cannot
+    decrypt); two sites decrypt the sum; the model equals plain FedAvg within 1e-4."""
+    import yaml
+
+    from fedcare.privacy.ckks import CkksError, decrypt_vector, has_secret_key, load_context
+
+    _run(make_job(name="plain", rounds=2), tmp_path / "w1")
+    manifest = make_job(name="ckks", rounds=2, privacy={"secureAggregation": {"mode": "ckks"}})
+    work = tmp_path / "w2"
+    capture = tmp_path / "capture"
+    _run(manifest, work, capture)
+    repo = open_repository(f"file://{tmp_path / 'models'}")
+    plain, ckks = repo.list_versions("plain"), repo.list_versions("ckks")
+    wa = repo.read_weights("plain", plain[1].version)
+    wb = repo.read_weights("ckks", ckks[1].version)
+    for name in wa:
+        np.testing.assert_allclose(wb[name], wa[name], rtol=0, atol=1e-4, err_msg=name)
+    assert ckks[-1].metrics["auroc"] >= 0.95
+
+    config = yaml.safe_load((work / "coordinator.yaml").read_text())
+    assert "ckksContext" not in str(config)
+    public = load_context(Path(config["ckksPublicContext"]).read_bytes())
+    assert not has_secret_key(public)
+    uploads = [u for u in _uploads(capture) if len(u) > 100_000]
+    assert len(uploads) == 3 * 2  # three encrypted updates per round
+    secret_path = Path(config["ckksPublicContext"]).with_name("ckks-secret.context")
+    assert secret_path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(CkksError, match="no secret key"):
+        decrypt_vector(public, [], length=91)

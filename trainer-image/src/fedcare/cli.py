@@ -72,6 +72,36 @@ def _cmd_synth(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_token_create(ns: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from fedcare.enrollment import TokenStore
+
+    if ns.ttl_hours <= 0:
+        raise SpecError("--ttl-hours must be positive")
+    token = TokenStore(ns.tokens).issue(
+        ns.job, ns.participant, ttl=dt.timedelta(hours=ns.ttl_hours)
+    )
+    print(token)
+    print(
+        f"one-time token for participant {ns.participant!r} of job {ns.job!r}, valid "
+        f"{ns.ttl_hours:g} h; stored hashed in {ns.tokens}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_enroll(ns: argparse.Namespace) -> int:
+    from fedcare.enrollment import enroll
+
+    pair = enroll(
+        ns.endpoint, ns.ca, ns.token, ns.participant, Path(ns.out), server_name=ns.server_name
+    )
+    print(pair.cert)
+    print(pair.key)
+    return 0
+
+
 def _cmd_certs_init(ns: argparse.Namespace) -> int:
     from fedcare.pki import ROLE_OBSERVER, create_ca, issue_client_cert, issue_server_cert
 
@@ -226,6 +256,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra DNS name or IP of the coordinator (repeatable)",
     )
     p.set_defaults(handler=_cmd_certs_init)
+
+    token = sub.add_parser("token", help="one-time enrollment tokens for sites")
+    token_sub = token.add_subparsers(dest="token_cmd", required=True)
+    p = token_sub.add_parser("create", help="issue a token bound to one participant name")
+    p.add_argument("job")
+    p.add_argument("--participant", required=True, help="the name the token enrolls")
+    p.add_argument(
+        "--tokens",
+        default="fedcare-tokens.json",
+        help="the token store the coordinator reads (enrollment.tokensFile)",
+    )
+    p.add_argument("--ttl-hours", type=float, default=24.0, help="validity (default 24 h)")
+    p.set_defaults(handler=_cmd_token_create)
+
+    p = sub.add_parser("enroll", help="trade a one-time token for this site's certificate")
+    p.add_argument("--endpoint", required=True, help="host:port of the Enrollment service")
+    p.add_argument("--ca", required=True, help="the job CA's certificate (PEM)")
+    p.add_argument("--token", required=True)
+    p.add_argument("--participant", required=True)
+    p.add_argument("--out", default="certs", help="folder for the key and certificate")
+    p.add_argument("--server-name", default="fedcare-coordinator")
+    p.set_defaults(handler=_cmd_enroll)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_cmd", required=True)
     p = data.add_parser("synth", help="write synthetic non-IID hospital datasets")

@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 
 from fedcare.coordinator.uploads import Rejected, read_exact, read_vector
+from fedcare.privacy.ckks import CiphertextSum, CkksError
 from fedcare.privacy.dp.central import add_gaussian_noise, clip_update
 from fedcare.privacy.secagg import MaskedInput, SecAggConfig, SecAggServer
 from fedcare.strategies import Strategy, StreamingMean
@@ -120,4 +121,36 @@ class MaskedAggregation(RoundAggregation):
                 MaskedInput(sender=participant, modulus_bits=self.config.modulus_bits, data=payload)
             )
         except (ValueError, RuntimeError) as err:
+            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(err)) from None
+
+
+class CkksAggregation(RoundAggregation):
+    """CKKS homomorphic aggregation: the coordinator adds ciphertexts it cannot decrypt."""
+
+    encoding = pb.CKKS
+
+    def __init__(self, total: CiphertextSum, weights: dict[str, float], max_chunks: int) -> None:
+        self.total = total
+        self.weights = weights
+        self._max_chunks = max_chunks
+
+    def read(self, chunks: Iterator[bytes]) -> list[bytes]:
+        """The encrypted update: a header and one ciphertext per message (bounded count)."""
+        out: list[bytes] = []
+        for chunk in chunks:
+            out.append(chunk)
+            if len(out) > self._max_chunks:
+                raise Rejected(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "wrong_size",
+                    f"encrypted update has more than {self._max_chunks} chunks",
+                )
+        return out
+
+    def accept(self, participant: str, payload: object, samples: float) -> None:
+        """Add the ciphertexts to the encrypted sum (all or nothing)."""
+        assert isinstance(payload, list)
+        try:
+            self.total.add(iter(payload))
+        except CkksError as err:
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(err)) from None

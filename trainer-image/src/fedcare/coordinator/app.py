@@ -8,6 +8,7 @@ import os
 import threading
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from fedcare.audit import AuditError, AuditLog, audit_path_for
@@ -16,7 +17,7 @@ from fedcare.coordinator.service import CoordinatorService
 from fedcare.monitoring import CoordinatorMetrics, HttpSide
 from fedcare.repository import open_repository
 from fedcare.spec import CoordinatorConfig, FederatedJob, FederatedJobStatus, Phase, load_model
-from fedcare.transport import add_mtls_port, make_server
+from fedcare.transport import add_mtls_port, add_tls_port, make_server
 from fedcare.transport._generated import coordinator_pb2_grpc as pb_grpc
 from fedcare.transport.capture import CaptureInterceptor
 
@@ -45,6 +46,26 @@ def _audit_log(uri: str, job: str) -> AuditLog | None:
     except AuditError as err:
         log.warning("no audit trail: %s", err)
         return None
+
+
+def _enrollment_server(config: CoordinatorConfig, engine: Engine) -> tuple[grpc.Server, int]:
+    """The Enrollment service on its own port (server-authenticated TLS; token + CSR)."""
+    from fedcare.enrollment import EnrollmentService, TokenStore
+    from fedcare.pki import CertPair
+    from fedcare.transport._generated import enrollment_pb2_grpc as enroll_grpc
+
+    enrollment = config.enrollment
+    assert enrollment is not None
+    server = make_server(max_workers=4)
+    service = EnrollmentService(
+        engine.name,
+        CertPair(cert=Path(config.tls.ca), key=Path(enrollment.ca_key)),
+        TokenStore(enrollment.tokens_file),
+        engine.allow,
+    )
+    enroll_grpc.add_EnrollmentServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    port = add_tls_port(server, enrollment.listen, config.tls.cert, config.tls.key)
+    return server, port
 
 
 class Coordinator:
@@ -76,6 +97,11 @@ class Coordinator:
             metrics=self.metrics,
             run_id=config.run_id,
             audit=_audit_log(uri, job.metadata.name),
+            ckks_public_context=(
+                Path(config.ckks_public_context).read_bytes()
+                if config.ckks_public_context
+                else None
+            ),
             max_concurrent_uploads=config.max_concurrent_uploads,
         )
         interceptors = [CaptureInterceptor(config.capture_dir)] if config.capture_dir else []
@@ -91,6 +117,11 @@ class Coordinator:
             host, port, self.engine.status_json, self.metrics.registry, healthy=lambda: True
         )
         self.http_port = self._http.port
+        self._enroll_server: grpc.Server | None = None
+        #: Port of the Enrollment service (0 when it is off).
+        self.enroll_port = 0
+        if config.enrollment is not None:
+            self._enroll_server, self.enroll_port = _enrollment_server(config, self.engine)
         self._started = False
 
     def start(self) -> Coordinator:
@@ -99,11 +130,16 @@ class Coordinator:
             return self
         self._server.start()
         self._http.start()
+        if self._enroll_server is not None:
+            self._enroll_server.start()
         self._started = True
         if self.config.port_file:
             target = Path(self.config.port_file)
             tmp = target.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"grpc": self.grpc_port, "http": self.http_port}))
+            ports = {"grpc": self.grpc_port, "http": self.http_port}
+            if self.enroll_port:
+                ports["enroll"] = self.enroll_port
+            tmp.write_text(json.dumps(ports))
             os.replace(tmp, target)
         log.info(
             "coordinator for job %s serving gRPC on %d, HTTP on %d",
@@ -132,6 +168,8 @@ class Coordinator:
 
     def stop(self) -> None:
         """Stop both servers."""
+        if self._enroll_server is not None:
+            self._enroll_server.stop(grace=None)
         self._server.stop(grace=2.0).wait()
         self._http.stop()
 

@@ -24,12 +24,24 @@ import grpc
 import numpy as np
 
 from fedcare.audit import AuditLog
-from fedcare.coordinator.aggregation import MaskedAggregation, PlainAggregation, RoundAggregation
+from fedcare.coordinator.aggregation import (
+    CkksAggregation,
+    MaskedAggregation,
+    PlainAggregation,
+    RoundAggregation,
+)
 from fedcare.coordinator.rounds import Evaluation, Exchange, TrainRound
 from fedcare.coordinator.sessions import Session, SessionTable
-from fedcare.coordinator.uploads import CONTENT_REASONS, Rejected, layout_diff
-from fedcare.errors import FedcareError, RepositoryError
+from fedcare.coordinator.uploads import CONTENT_REASONS, Rejected, layout_diff, read_vector
+from fedcare.errors import FedcareError, RepositoryError, SpecError
 from fedcare.monitoring.metrics import CoordinatorMetrics
+from fedcare.privacy.ckks import (
+    CiphertextSum,
+    TensealContext,
+    has_secret_key,
+    load_context,
+    slot_count,
+)
 from fedcare.privacy.dp.central import CentralAccountant
 from fedcare.privacy.secagg import (
     AdvertiseKeys,
@@ -63,7 +75,7 @@ from fedcare.spec.status import utcnow
 from fedcare.strategies import create_strategy
 from fedcare.transport import TensorLayout, flatten, unflatten
 from fedcare.transport._generated import coordinator_pb2 as pb
-from fedcare.transport.tensors import F32
+from fedcare.transport.tensors import F32, frame
 
 log = logging.getLogger("fedcare.coordinator")
 
@@ -94,6 +106,7 @@ class Engine:
         run_id: str | None = None,
         max_concurrent_uploads: int = 2,
         audit: AuditLog | None = None,
+        ckks_public_context: bytes | None = None,
     ) -> None:
         self.job = job
         self.spec = job.spec
@@ -112,6 +125,16 @@ class Engine:
             else None
         )
         self._audit = audit
+        self._ckks: TensealContext | None = None
+        if self.spec.privacy.secure_aggregation.mode is SecureAggregationMode.CKKS:
+            if ckks_public_context is None:
+                raise SpecError(
+                    "privacy.secureAggregation.mode is 'ckks' but the coordinator has no "
+                    "ckksPublicContext"
+                )
+            self._ckks = load_context(ckks_public_context)
+            if has_secret_key(self._ckks):
+                raise SpecError("the coordinator's CKKS context holds a secret key; refusing it")
         self._cond = threading.Condition()
         self._sessions = SessionTable()
         self._upload_slots = threading.BoundedSemaphore(max_concurrent_uploads)
@@ -377,6 +400,9 @@ class Engine:
         participant's part in the round: the round goes on with the rest and may close without
         waiting for it.
         """
+        if header.encoding == pb.DECRYPTED_AGGREGATE:
+            self._receive_decrypted(session, header, chunks)
+            return
         try:
             self._receive_update(session, header, chunks)
         except Rejected as rej:
@@ -404,8 +430,8 @@ class Engine:
         rnd = self.check_header(session, header)
         with self._upload_slots:
             payload = rnd.aggregation.read(chunks)
-            received = _payload_bytes(payload)
-            self.metrics.bytes_in.inc(len(received))
+            sha256, nbytes = _digest(payload)
+            self.metrics.bytes_in.inc(nbytes)
             loss = header.train_metrics.get("loss")
             with self._cond:
                 if rnd.closed or self._round is not rnd:
@@ -430,7 +456,7 @@ class Engine:
                 if self._audit is not None:
                     self._audit.accepted(
                         self.name, rnd.number, session.participant, int(header.num_samples),
-                        self._epsilon_of(header), hashlib.sha256(received).hexdigest(),
+                        self._epsilon_of(header), sha256,
                     )  # fmt: skip
                 if self.spec.privacy.dp.mode is DpMode.LOCAL:
                     self._note_epsilon(session.participant, float(header.epsilon))
@@ -814,6 +840,12 @@ class Engine:
         mode = self.spec.privacy.secure_aggregation.mode
         if mode is SecureAggregationMode.MASKING:
             return self._masked_setup(number, selected, deadline)
+        if mode is SecureAggregationMode.CKKS:
+            assert self._ckks is not None
+            weights = self._sample_weights(sorted(selected))
+            chunks = -(-self._global.size // slot_count(self._ckks)) + 1
+            total = CiphertextSum(self._ckks, self._global.size)
+            return CkksAggregation(total, weights, chunks), weights, {}
         clip = self.spec.privacy.dp.max_grad_norm if self._central is not None else None
         return PlainAggregation(self._strategy, self._layout, self._global.size, clip), {}, {}
 
@@ -882,6 +914,8 @@ class Engine:
                 self.status.epsilon_spent = self._central.epsilon()
                 self.status.delta = self._central.delta
             return candidate
+        if isinstance(agg, CkksAggregation):
+            return self._ckks_candidate(rnd, agg)
         assert isinstance(agg, MaskedAggregation)
         number = rnd.number
         try:
@@ -905,6 +939,46 @@ class Engine:
         )  # fmt: skip
         mean_delta = (result.total / share).astype(np.float32)
         return self._strategy.apply(self._global, mean_delta)
+
+    def _ckks_candidate(self, rnd: TrainRound, agg: CkksAggregation) -> F32:
+        """Ask up to two contributing sites to decrypt the encrypted weighted sum; they must
+        agree. The coordinator learns only the aggregate, as with masking."""
+        number = rnd.number
+        name = f"ckks-aggregate-r{number}"
+        with self._cond:
+            self._served[name] = frame(agg.total.to_chunks())
+        deciders = sorted(rnd.received)[:2]
+        answers = self._exchange_step(
+            number, pb.Task.DECRYPT_AGGREGATE,
+            dict.fromkeys(deciders, name.encode()), rnd.selected,
+            time.monotonic() + self.spec.round_timeout_seconds,
+        )  # fmt: skip
+        with self._cond:
+            self._served.pop(name, None)
+        vectors = [np.frombuffer(v, dtype="<f4") for v in answers.values()]
+        if not vectors:
+            raise JobFailure(
+                "SecureAggregationFailed", f"round {number}: no site decrypted the aggregate"
+            )
+        if len(vectors) > 1 and not np.allclose(vectors[0], vectors[1], rtol=0, atol=1e-5):
+            raise JobFailure(
+                "SecureAggregationFailed",
+                f"round {number}: sites {sorted(answers)} decrypted different aggregates",
+            )
+        share = sum(agg.weights[n] for n in rnd.received)
+        mean_delta = (vectors[0].astype(np.float64) / share).astype(np.float32)
+        return self._strategy.apply(self._global, mean_delta)
+
+    def _receive_decrypted(
+        self, session: Session, header: pb.UpdateHeader, chunks: Iterator[bytes]
+    ) -> None:
+        """A site's decryption of the round's encrypted aggregate (CKKS)."""
+        vector = read_vector(chunks, self._layout, self._global.size)
+        message = pb.PrivacyMessage(
+            session_id=session.session_id, round=header.round,
+            phase=pb.Task.DECRYPT_AGGREGATE, payload=vector.tobytes(),
+        )  # fmt: skip
+        self.submit_privacy(session, message)
 
     def _exchange_step(
         self,
@@ -1031,9 +1105,17 @@ def _seconds_between(start: str, end: str) -> float:
     return max(0.0, (b - a).total_seconds())
 
 
-def _payload_bytes(payload: object) -> memoryview:
-    """The bytes of an update as the coordinator holds it (hashed for the audit trail)."""
+def _digest(payload: object) -> tuple[str, int]:
+    """sha256 and size of an update's bytes as the coordinator received them (audit trail)."""
+    pieces: list[bytes] | list[memoryview]
     if isinstance(payload, np.ndarray):
-        return payload.data.cast("B")
-    assert isinstance(payload, bytes)
-    return memoryview(payload)
+        pieces = [payload.data.cast("B")]
+    elif isinstance(payload, bytes):
+        pieces = [payload]
+    else:
+        assert isinstance(payload, list)
+        pieces = payload
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.hexdigest(), sum(len(p) for p in pieces)

@@ -28,6 +28,7 @@ from fedcare.spec import (
     FederatedJobStatus,
     InlineParticipant,
     Phase,
+    SecureAggregationMode,
     TlsFiles,
     TrainerConfig,
     load_model,
@@ -133,6 +134,13 @@ class LocalRun:
         self._check()
         self.logs.mkdir(parents=True, exist_ok=True)
         self.ca, self.server_cert, self.observer_cert, self.client_certs = self._issue()
+        self.ckks_secret: Path | None = None
+        ckks_public: Path | None = None
+        if self.job.spec.privacy.secure_aggregation.mode is SecureAggregationMode.CKKS:
+            from fedcare.privacy.ckks import write_contexts
+
+            # The secret context goes to the sites only; the coordinator gets the public one.
+            self.ckks_secret, ckks_public = write_contexts(self.workdir / "pki" / "ckks")
         self.port_file = self.workdir / "coordinator.ports.json"
         coord_cfg = CoordinatorConfig(
             job=self.job,
@@ -143,6 +151,7 @@ class LocalRun:
             observers=[OBSERVER],
             run_id=uuid.uuid4().hex,
             capture_dir=str(self.capture_dir) if self.capture_dir else None,
+            ckks_public_context=str(ckks_public) if ckks_public else None,
         )
         self.coordinator_config = _write_yaml(
             self.workdir / "coordinator.yaml", coord_cfg.to_json_dict()
@@ -183,6 +192,7 @@ class LocalRun:
             data=participant.data,
             threads=threads,
             privacy_budget=participant.privacy_budget,
+            ckks_context=str(self.ckks_secret) if self.ckks_secret else None,
         )
         path = _write_yaml(self.workdir / f"trainer-{participant.name}.yaml", tcfg.to_json_dict())
         self._spawn(f"trainer-{participant.name}", "trainer", path, threads=threads)

@@ -4,7 +4,7 @@ These pydantic models are the single source of truth for the CRD schemas, the lo
 input and the coordinator's and trainer's configuration.
 """
 
-from fedcare.spec.config import CoordinatorConfig, TlsFiles, TrainerConfig
+from fedcare.spec.config import CoordinatorConfig, EnrollmentConfig, TlsFiles, TrainerConfig
 from fedcare.spec.job import (
     API_VERSION,
     DataFormat,
@@ -56,6 +56,7 @@ __all__ = [
     "DatasetVolume",
     "DifferentialPrivacySpec",
     "DpMode",
+    "EnrollmentConfig",
     "FederatedJob",
     "FederatedJobSpec",
     "FederatedJobStatus",

@@ -17,6 +17,23 @@ class TlsFiles(SpecModel):
     key: str
 
 
+class EnrollmentConfig(SpecModel):
+    """The coordinator's Enrollment service: sites outside the job's cluster get a certificate.
+
+    Served on its own port with server-authenticated TLS only (the caller has no certificate
+    yet; it proves itself with a one-time token bound to its name). Uses the coordinator's
+    ``tls.cert``/``tls.key`` as server certificate and signs with the job CA's key.
+    """
+
+    #: Listen address of the Enrollment service; port 0 picks a free port (``portFile``'s
+    #: ``enroll``).
+    listen: str = "127.0.0.1:0"
+    #: The token store (``fedcare token create`` writes it; tokens are kept hashed).
+    tokens_file: str = Field(min_length=1)
+    #: The job CA's private key (its certificate is ``tls.ca``).
+    ca_key: str = Field(min_length=1)
+
+
 class CoordinatorConfig(SpecModel):
     """Config of a coordinator process (``fedcare coordinator --config``)."""
 
@@ -41,8 +58,12 @@ class CoordinatorConfig(SpecModel):
     linger_seconds: float = Field(default=1.0, ge=0)
     #: Record every received message here (post-TLS) for privacy audits; off when unset.
     capture_dir: str | None = None
+    #: CKKS secure aggregation: the public context (no secret key) this coordinator adds with.
+    ckks_public_context: str | None = None
     #: Updates read into memory at once (each holds one model-sized buffer).
     max_concurrent_uploads: int = Field(default=2, ge=1, le=64)
+    #: The Enrollment service (sites joining from another cluster); off when unset.
+    enrollment: EnrollmentConfig | None = None
 
 
 class TrainerConfig(SpecModel):
@@ -62,5 +83,8 @@ class TrainerConfig(SpecModel):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     #: Torch intra-op threads; 0 leaves torch's default.
     threads: int = Field(default=0, ge=0)
+    #: CKKS secure aggregation: the secret context shared by the participants (never the
+    #: coordinator).
+    ckks_context: str | None = None
     #: The site's total privacy budget; the ledger next to its data tracks what is spent.
     privacy_budget: PrivacyBudget | None = None

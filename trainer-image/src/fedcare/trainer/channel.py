@@ -65,14 +65,21 @@ def download(
 
 
 def update_messages(
-    header: pb.UpdateHeader, layout: TensorLayout, payload: npt.NDArray[np.float32] | bytes
+    header: pb.UpdateHeader,
+    layout: TensorLayout,
+    payload: npt.NDArray[np.float32] | bytes | Iterator[bytes],
 ) -> Iterator[pb.UpdateChunk]:
     """The client stream of an update: header (with the tensor layout), then byte chunks.
 
-    ``payload`` is the float32 delta, or already-encoded bytes (a masked input).
+    ``payload`` is the float32 delta, already-encoded bytes (a masked input), or an iterator
+    of pieces that each travel as one message (CKKS ciphertexts).
     """
     header.tensors.extend(pb.TensorInfo(name=n, shape=list(s)) for n, s in layout)
     yield pb.UpdateChunk(header=header)
+    if isinstance(payload, Iterator):
+        for piece in payload:
+            yield pb.UpdateChunk(data=piece)
+        return
     if isinstance(payload, bytes):
         view = memoryview(payload)
     else:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ import numpy as np
 
 import fedcare
 from fedcare.data import SiteData, load_site
-from fedcare.errors import FedcareError
+from fedcare.errors import FedcareError, SpecError
 from fedcare.privacy.secagg import (
     KeyAdverts,
     MaskingRequest,
@@ -27,13 +28,21 @@ from fedcare.privacy.secagg import (
     SecAggRefused,
     UnmaskRequest,
 )
-from fedcare.spec import DpMode, FederatedJobSpec, TrainerConfig, load_model
+from fedcare.spec import (
+    DpMode,
+    FederatedJobSpec,
+    SecureAggregationMode,
+    TrainerConfig,
+    load_model,
+)
 from fedcare.trainer.channel import ConnectTimeout, download, update_messages, with_retry
-from fedcare.transport import flatten, make_mtls_channel
+from fedcare.transport import flatten, layout_of, make_mtls_channel
 from fedcare.transport._generated import coordinator_pb2 as pb
 from fedcare.transport._generated import coordinator_pb2_grpc as pb_grpc
+from fedcare.transport.tensors import unframe
 
 if TYPE_CHECKING:
+    from fedcare.privacy.ckks import TensealContext
     from fedcare.privacy.dp.local import LocalDpState
 
 log = logging.getLogger("fedcare.trainer")
@@ -95,6 +104,14 @@ class ParticipantNode:
         self.job_name = self.config.job
         self._secagg: SecAggClient | None = None
         self._dp_state: LocalDpState | None = None
+        self._layout = layout_of(self._state())
+        self._ckks: TensealContext | None = None
+        if self.spec.privacy.secure_aggregation.mode is SecureAggregationMode.CKKS:
+            from fedcare.privacy.ckks import load_context
+
+            if not cfg.ckks_context:
+                raise SpecError("the job uses CKKS secure aggregation: ckksContext is required")
+            self._ckks = load_context(Path(cfg.ckks_context).read_bytes())
         s = self.site
         self.x_train = torch.from_numpy(s.x_train).to(self.device)
         self.y_train = torch.from_numpy(s.y_train).to(self.device)
@@ -181,8 +198,13 @@ class ParticipantNode:
             train_metrics=metrics,
             epsilon=epsilon,
         )
-        payload: np.ndarray | bytes = delta
-        if task.payload:  # secure aggregation: only the masked, weighted delta leaves the site
+        payload: np.ndarray | bytes | Iterator[bytes] = delta
+        if self._ckks is not None:  # CKKS: only ciphertexts of the weighted delta leave
+            from fedcare.privacy.ckks import encrypt_to_chunks
+
+            payload = encrypt_to_chunks(self._ckks, task.weight * delta)
+            header.encoding = pb.CKKS
+        elif task.payload:  # secure aggregation: only the masked, weighted delta leaves the site
             if self._secagg is None:
                 log.warning("%s: round %d: no secure-aggregation state", self.name, task.round)
                 return None
@@ -229,6 +251,29 @@ class ParticipantNode:
             if err.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}:
                 raise
             log.warning("%s: evaluation refused: %s", self.name, err.details())
+
+    def _decrypt(self, session_id: str, task: pb.Task) -> None:
+        """CKKS: decrypt the round's encrypted aggregate and send the (rounded) sum back."""
+        from fedcare.privacy.ckks import CkksError, decrypt_vector
+
+        if self._ckks is None:
+            log.warning("%s: asked to decrypt without a CKKS context", self.name)
+            return
+        data = b"".join(
+            c.data
+            for c in self._stub.DownloadModel(
+                pb.ModelRequest(session_id=session_id, model_version=task.payload.decode())
+            )
+        )
+        try:
+            total = decrypt_vector(self._ckks, unframe(data), length=self.model_size)
+        except (CkksError, ValueError) as err:
+            log.warning("%s: cannot decrypt the aggregate: %s", self.name, err)
+            return
+        header = pb.UpdateHeader(
+            session_id=session_id, round=task.round, encoding=pb.DECRYPTED_AGGREGATE
+        )
+        self._stub.UploadUpdate(update_messages(header, self._layout, total), timeout=600)
 
     def _spend_budget(self, round_number: int) -> str | None:
         """Local DP: charge the next round to the site's ledger before training it.
@@ -309,6 +354,8 @@ class ParticipantNode:
                     return code
             elif task.kind == pb.Task.EVALUATE:
                 self._evaluate(session_id, task)
+            elif task.kind == pb.Task.DECRYPT_AGGREGATE:
+                self._decrypt(session_id, task)
             elif task.kind in _PRIVACY_STEPS:
                 self._privacy_step(session_id, task)
             elif task.kind == pb.Task.DONE:

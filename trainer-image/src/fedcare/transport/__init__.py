@@ -1,12 +1,15 @@
-"""gRPC transport: the one place where servers and channels are built (always mutual TLS)."""
+"""gRPC transport: the one place where servers and channels are built (mutual TLS; only
+enrollment, where the caller has no certificate yet, is server-authenticated)."""
 
 from fedcare.transport.channel import (
     CHUNK_BYTES,
     GRPC_OPTIONS,
     MAX_MESSAGE_BYTES,
     add_mtls_port,
+    add_tls_port,
     make_mtls_channel,
     make_server,
+    make_tls_channel,
     peer_identity,
 )
 from fedcare.transport.tensors import (
@@ -23,11 +26,13 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "TensorLayout",
     "add_mtls_port",
+    "add_tls_port",
     "flatten",
     "iter_byte_chunks",
     "layout_of",
     "make_mtls_channel",
     "make_server",
+    "make_tls_channel",
     "peer_identity",
     "unflatten",
 ]

@@ -71,6 +71,31 @@ def add_mtls_port(server: grpc.Server, address: str, tls: TlsFiles) -> int:
     return port
 
 
+def add_tls_port(server: grpc.Server, address: str, cert: str, key: str) -> int:
+    """Listen on ``address`` with server-authenticated TLS only (no client certificate).
+
+    Only for enrollment, where the caller has no certificate yet and proves itself with a
+    one-time token instead; every other service requires mutual TLS (:func:`add_mtls_port`).
+    """
+    creds = grpc.ssl_server_credentials([(_read(key), _read(cert))], require_client_auth=False)
+    port = server.add_secure_port(address, creds)
+    if port == 0:
+        raise PkiError(f"cannot listen on {address}")
+    return port
+
+
+def make_tls_channel(target: str, ca: str, server_name: str) -> grpc.Channel:
+    """A channel that checks the server against the job CA ``ca`` and presents no certificate
+    (enrollment only)."""
+    creds = grpc.ssl_channel_credentials(root_certificates=_read(ca))
+    options: list[tuple[str, int | str]] = [
+        *GRPC_OPTIONS,
+        ("grpc.ssl_target_name_override", server_name),
+        ("grpc.enable_retries", 0),
+    ]
+    return grpc.secure_channel(target, creds, options=options)
+
+
 def make_mtls_channel(target: str, tls: TlsFiles, server_name: str) -> grpc.Channel:
     """A channel that presents this process's certificate and checks the server's."""
     creds = grpc.ssl_channel_credentials(

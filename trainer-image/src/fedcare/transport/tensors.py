@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from math import prod
 
 import numpy as np
@@ -56,3 +56,28 @@ def iter_byte_chunks(data: bytes | memoryview, size: int) -> Iterator[bytes]:
     view = memoryview(data)
     for start in range(0, len(view), size):
         yield bytes(view[start : start + size])
+
+
+def frame(pieces: Iterable[bytes]) -> bytes:
+    """Concatenate byte strings, each preceded by its length (4 bytes, little-endian)."""
+    out = bytearray()
+    for piece in pieces:
+        out += len(piece).to_bytes(4, "little")
+        out += piece
+    return bytes(out)
+
+
+def unframe(data: bytes) -> list[bytes]:
+    """The byte strings of :func:`frame`; ValueError when the framing is broken."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise ValueError("truncated frame header")
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        pos += 4
+        if pos + size > len(data):
+            raise ValueError("truncated frame")
+        out.append(data[pos : pos + size])
+        pos += size
+    return out
