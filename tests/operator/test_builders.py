@@ -85,7 +85,9 @@ def test_coordinator_configmap_deployment_and_service() -> None:
     ]
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert {p["containerPort"] for p in container["ports"]} == {50051, 8080}
+    assert {p["containerPort"] for p in container["ports"]} == {50051, 8080, 50052}
+    assert config.enrollment is not None and config.enrollment.listen == "0.0.0.0:50052"
+    assert config.enrollment.ca_key == "/etc/fedcare/ca/ca.key"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -108,6 +110,7 @@ def test_coordinator_configmap_deployment_and_service() -> None:
     assert {(p["name"], p["port"]) for p in svc["spec"]["ports"]} == {
         ("grpc", 50051),
         ("http", 8080),
+        ("enroll", 50052),
     }
     assert svc["spec"]["selector"] == spec["selector"]["matchLabels"]
 

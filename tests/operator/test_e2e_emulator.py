@@ -81,6 +81,7 @@ def test_a_federatedjob_trains_end_to_end(with_crds: ApiServer, tmp_path: Path) 
             "readmission-coordinator.default.svc:50051": f"127.0.0.1:{grpc_port}",
             "0.0.0.0:50051": f"127.0.0.1:{grpc_port}",
             "0.0.0.0:8080": f"127.0.0.1:{http_port}",
+            "0.0.0.0:50052": f"127.0.0.1:{free_port()}",
         },
     )
     use_kubectl = api.kubectl_path is not None or shutil.which("kubectl") is not None

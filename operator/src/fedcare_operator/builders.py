@@ -11,7 +11,7 @@ What one FederatedJob ``J`` in namespace ``N`` becomes::
     Secret     J-operator-tls       the operator's observer certificate (to watch status)
     ConfigMap  J-coordinator        coordinator.yaml (a CoordinatorConfig)
     Deployment J-coordinator        one coordinator pod (Recreate), probes on /healthz
-    Service    J-coordinator        grpc 50051, http 8080
+    Service    J-coordinator        grpc 50051, http 8080, enroll 50052 (token + CSR)
     Participant J-<site>            one per inline participant
 
 and one Participant ``P`` (site identity ``S``) becomes::
@@ -37,6 +37,7 @@ from fedcare.spec import (
     API_VERSION,
     CoordinatorConfig,
     DatasetVolume,
+    EnrollmentConfig,
     FederatedJob,
     InlineParticipant,
     Participant,
@@ -54,10 +55,16 @@ VERSION: Final = "v1alpha1"
 #: Ports of the coordinator container and Service.
 GRPC_PORT: Final = 50051
 HTTP_PORT: Final = 8080
+#: The coordinator's Enrollment service (sites of other clusters; server-authenticated TLS).
+ENROLL_PORT: Final = 50052
 #: In-pod paths (the e2e test on the emulator maps them to temporary folders).
 CONFIG_DIR: Final = "/etc/fedcare"
 TLS_DIR: Final = "/etc/fedcare/tls"
 COORDINATOR_CONFIG: Final = "/etc/fedcare/coordinator.yaml"
+#: The job CA (its key signs enrolled sites' certificates) in the coordinator pod.
+CA_DIR: Final = "/etc/fedcare/ca"
+#: The enrollment token store in the coordinator pod (``kubectl exec ... fedcare token create``).
+TOKENS_FILE: Final = "/var/lib/fedcare/tokens.json"
 TRAINER_CONFIG: Final = "/etc/fedcare/trainer.yaml"
 #: The coordinator's working folder (an emptyDir): relative ``file://`` repositories live here.
 WORK_DIR: Final = "/var/lib/fedcare"
@@ -345,6 +352,9 @@ def coordinator_config(job: FederatedJob, observer: str, run_id: str | None) -> 
         observers=[observer],
         run_id=run_id,
         exit_on_completion=False,
+        enrollment=EnrollmentConfig(
+            listen=f"0.0.0.0:{ENROLL_PORT}", tokens_file=TOKENS_FILE, ca_key=f"{CA_DIR}/ca.key"
+        ),
     )
 
 
@@ -428,6 +438,7 @@ def coordinator_deployment(
                             "ports": [
                                 {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                                 {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+                                {"name": "enroll", "containerPort": ENROLL_PORT, "protocol": "TCP"},
                             ],
                             "readinessProbe": {
                                 "httpGet": {"path": "/healthz", "port": "http"},
@@ -453,6 +464,7 @@ def coordinator_deployment(
                                     "readOnly": True,
                                 },
                                 {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+                                {"name": "ca", "mountPath": CA_DIR, "readOnly": True},
                                 {"name": "work", "mountPath": WORK_DIR},
                                 {"name": "tmp", "mountPath": "/tmp"},
                             ],
@@ -461,6 +473,7 @@ def coordinator_deployment(
                     "volumes": [
                         {"name": "config", "configMap": {"name": coordinator_name(name)}},
                         _secret_volume("tls", coordinator_tls_secret_name(name)),
+                        _secret_volume("ca", ca_secret_name(name)),
                         {"name": "work", "emptyDir": {}},
                         {"name": "tmp", "emptyDir": {}},
                     ],
@@ -487,6 +500,7 @@ def coordinator_service(job: FederatedJob) -> JsonDict:
             "ports": [
                 {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
                 {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "enroll", "port": ENROLL_PORT, "targetPort": "enroll", "protocol": "TCP"},
             ],
         },
     }
@@ -660,14 +674,17 @@ def trainer_job(
 
 
 __all__ = [
+    "CA_DIR",
     "CONFIG_HASH_ANNOTATION",
     "COORDINATOR_CONFIG",
+    "ENROLL_PORT",
     "GROUP",
     "GRPC_PORT",
     "HTTP_PORT",
     "JOB_LABEL",
     "PARTICIPANT_LABEL",
     "TLS_DIR",
+    "TOKENS_FILE",
     "TRAINER_CONFIG",
     "VERSION",
     "WORK_DIR",

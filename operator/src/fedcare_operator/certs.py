@@ -53,9 +53,28 @@ def client_cert(ca: Pem, common_name: str, role: str = ROLE_PARTICIPANT) -> Pem:
         return _read(issue_client_cert(_ca_files(folder, ca), folder / "out", common_name, role))
 
 
+def enroll_remote(
+    endpoint: str, ca_cert: bytes, token: str, participant: str, server_name: str
+) -> tuple[Pem, bytes]:
+    """Enroll ``participant`` at a remote coordinator's Enrollment ``endpoint``.
+
+    The key is created here and never sent; returns (certificate and key, the job CA's
+    certificate). Raises :class:`fedcare.enrollment.EnrollmentError` when refused.
+    """
+    from fedcare.enrollment import enroll
+
+    with tempfile.TemporaryDirectory(prefix="fedcare-enroll-") as tmp:
+        folder = Path(tmp)
+        (folder / "trusted-ca.crt").write_bytes(ca_cert)
+        pair = enroll(
+            endpoint, folder / "trusted-ca.crt", token, participant, folder / "out", server_name
+        )
+        return _read(pair), (folder / "out" / "ca.crt").read_bytes()
+
+
 def observer_cert(ca: Pem, common_name: str) -> Pem:
     """The operator's observer certificate (may watch status, never train)."""
     return client_cert(ca, common_name, ROLE_OBSERVER)
 
 
-__all__ = ["client_cert", "new_ca", "observer_cert", "server_cert"]
+__all__ = ["client_cert", "enroll_remote", "new_ca", "observer_cert", "server_cert"]

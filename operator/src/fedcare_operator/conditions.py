@@ -37,6 +37,9 @@ COORDINATOR_REACHABLE: Final = "CoordinatorReachable"
 JOB_NOT_FOUND: Final = "JobNotFound"
 #: The Participant's certificate and trainer were created.
 TRAINER_CREATED: Final = "TrainerCreated"
+#: The coordinator refused this site's enrollment (token unknown, used, expired, or issued
+#: for another name); the message says which. A new token is needed.
+ENROLLMENT_REFUSED: Final = "EnrollmentRefused"
 #: The site's trainer joined the coordinator (Participant Ready True).
 JOINED: Final = "Joined"
 #: The site's trainer lost its coordinator connection (Participant Ready False).
@@ -49,6 +52,7 @@ __all__ = [
     "COORDINATOR_UNREACHABLE",
     "DEGRADED",
     "DISCONNECTED",
+    "ENROLLMENT_REFUSED",
     "FAILED",
     "INVALID_SPEC",
     "JOB_NOT_FOUND",

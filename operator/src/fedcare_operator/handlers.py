@@ -18,6 +18,7 @@ from typing import Any
 
 import kopf
 
+from fedcare.enrollment import EnrollmentError
 from fedcare.spec import ConditionStatus, ParticipantPhase, Phase
 from fedcare_operator import builders, conditions, reconcile, status_daemon
 from fedcare_operator.builders import InvalidSpec, JsonDict
@@ -31,6 +32,8 @@ VERSION = builders.VERSION
 ANNOTATION_PREFIX = "fedcare.io"
 #: Seconds before a handler that hit something transient runs again.
 RETRY_DELAY = 2.0
+#: Enrollment failures that may clear (the coordinator is not reachable yet).
+_RETRYABLE_ENROLLMENT = frozenset({"unavailable", "deadline_exceeded"})
 
 log = logging.getLogger("fedcare.operator")
 
@@ -187,6 +190,28 @@ def reconcile_participant(
         )
         patch.status.update(_changed(status, current.to_json_dict()))
         raise kopf.TemporaryError(str(err), delay=RETRY_DELAY) from None
+    except InvalidSpec as err:
+        current.phase = ParticipantPhase.FAILED
+        current.message = str(err)
+        current.set_condition(
+            conditions.FAILED, ConditionStatus.TRUE, conditions.INVALID_SPEC, str(err), generation
+        )
+        patch.status.update(_changed(status, current.to_json_dict()))
+        raise kopf.PermanentError(str(err)) from None
+    except EnrollmentError as err:
+        if err.reason in _RETRYABLE_ENROLLMENT:
+            raise kopf.TemporaryError(str(err), delay=RETRY_DELAY * 5) from None
+        current.phase = ParticipantPhase.FAILED
+        current.message = str(err)
+        current.set_condition(
+            conditions.FAILED,
+            ConditionStatus.TRUE,
+            conditions.ENROLLMENT_REFUSED,
+            str(err),
+            generation,
+        )
+        patch.status.update(_changed(status, current.to_json_dict()))
+        raise kopf.PermanentError(str(err)) from None
     except KubeError as err:
         raise _kube_error(err) from None
     if current.phase is ParticipantPhase.FAILED and current.conditions:

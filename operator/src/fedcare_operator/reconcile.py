@@ -141,6 +141,8 @@ def reconcile_participant(ctx: Context, part: Participant, adopt: Adopt) -> dict
     job_name = part.spec.job.name
     job = ctx.kube.get(f"{builders.GROUP}/{builders.VERSION}", "FederatedJob", ns, job_name)
     if job is None:
+        if part.spec.enrollment is not None:
+            return _reconcile_enrolled(ctx, part, adopt)
         raise NotReadyYet(f"FederatedJob {ns}/{job_name} does not exist in this cluster")
     ca_secret = _secret(ctx, ns, builders.ca_secret_name(job_name))
     if ca_secret is None:
@@ -158,6 +160,51 @@ def reconcile_participant(ctx: Context, part: Participant, adopt: Adopt) -> dict
     config_map = builders.trainer_config_map(part, endpoint, host)
     _apply(ctx, config_map, adopt, _data_changed(config_map))
     # A Job's pod template cannot change; a changed config reaches the next pod it starts.
+    trainer = builders.trainer_job(
+        part, ctx.settings.runtime_image, ctx.settings.image_pull_policy, config_map
+    )
+    _apply(ctx, trainer, adopt, _keep)
+    return {
+        "Secret": builders.participant_tls_secret_name(pname),
+        "ConfigMap": builders.trainer_name(pname),
+        "Job": builders.trainer_name(pname),
+    }
+
+
+def _reconcile_enrolled(ctx: Context, part: Participant, adopt: Adopt) -> dict[str, str]:
+    """A site of a job in another cluster: enroll once (token + CSR), then build its trainer.
+
+    The token is spent by the coordinator as soon as it signs; the certificate Secret is
+    created right after, and its existence is what makes later reconciles skip enrollment.
+    """
+    enrollment = part.spec.enrollment
+    assert enrollment is not None
+    ns, pname = part.metadata.namespace, part.metadata.name
+    endpoint = part.spec.job.endpoint
+    if endpoint is None:
+        raise builders.InvalidSpec(
+            "spec.job.endpoint: required with spec.enrollment (the coordinator's gRPC endpoint)"
+        )
+    site = part.metadata.labels.get(builders.PARTICIPANT_LABEL, pname)
+    if _secret(ctx, ns, builders.participant_tls_secret_name(pname)) is None:
+        token_secret = _secret(ctx, ns, enrollment.token_secret)
+        if token_secret is None:
+            raise NotReadyYet(
+                f"the enrollment token Secret {ns}/{enrollment.token_secret} is missing"
+            )
+        try:
+            token = builders.secret_bytes(token_secret, "token").decode().strip()
+            trusted = builders.secret_bytes(token_secret, "ca.crt")
+        except KeyError as err:
+            raise builders.InvalidSpec(
+                f"spec.enrollment.tokenSecret: {err.args[0]} (it needs keys token and ca.crt)"
+            ) from None
+        pair, ca_cert = certs.enroll_remote(
+            enrollment.endpoint, trusted, token, site, enrollment.server_name
+        )
+        _apply(ctx, builders.participant_tls_secret(part, ca_cert, pair), adopt, _keep)
+    config_map = builders.trainer_config_map(part, endpoint, enrollment.server_name)
+    _apply(ctx, config_map, adopt, _data_changed(config_map))
     trainer = builders.trainer_job(
         part, ctx.settings.runtime_image, ctx.settings.image_pull_policy, config_map
     )

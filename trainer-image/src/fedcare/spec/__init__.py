@@ -25,7 +25,7 @@ from fedcare.spec.job import (
 )
 from fedcare.spec.loader import load_model, parse_document, read_yaml
 from fedcare.spec.participant_status import ParticipantPhase, ParticipantResourceStatus
-from fedcare.spec.placement import DatasetVolume, Toleration
+from fedcare.spec.placement import DatasetVolume, EnrollmentRef, Toleration
 from fedcare.spec.privacy import (
     DifferentialPrivacySpec,
     DpMode,
@@ -57,6 +57,7 @@ __all__ = [
     "DifferentialPrivacySpec",
     "DpMode",
     "EnrollmentConfig",
+    "EnrollmentRef",
     "FederatedJob",
     "FederatedJobSpec",
     "FederatedJobStatus",

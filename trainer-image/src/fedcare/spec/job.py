@@ -10,7 +10,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fedcare.spec._base import SpecModel
-from fedcare.spec.placement import DatasetVolume, Toleration
+from fedcare.spec.placement import DatasetVolume, EnrollmentRef, Toleration
 from fedcare.spec.privacy import DpMode, PrivacyBudget, PrivacySpec, SecureAggregationMode
 
 API_VERSION: Final = "fedcare.io/v1alpha1"
@@ -553,6 +553,9 @@ class ParticipantSpec(SpecModel):
     #: Passed through to the trainer pod (e.g. to land on GPU nodes).
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    #: For a site outside the job's cluster: enroll with a one-time token (needs
+    #: ``job.endpoint``, the coordinator's gRPC endpoint the trainer then dials).
+    enrollment: EnrollmentRef | None = None
 
 
 class Participant(SpecModel):

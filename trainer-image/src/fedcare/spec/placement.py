@@ -33,6 +33,25 @@ class DatasetVolume(SpecModel):
         return self
 
 
+class EnrollmentRef(SpecModel):
+    """How a site outside the job's cluster gets its certificate: a one-time token.
+
+    The operator of the site's cluster creates a key and a CSR, sends them with the token to the
+    coordinator's Enrollment service (``endpoint``), and stores the signed certificate in the
+    Participant's certificate Secret. The token works once.
+    """
+
+    #: A Secret in the Participant's namespace with ``token`` (from ``fedcare token create``)
+    #: and ``ca.crt`` (the job CA's certificate, to check the coordinator).
+    token_secret: str = Field(
+        min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    )
+    #: ``host:port`` of the coordinator's Enrollment service.
+    endpoint: str = Field(pattern=r"^[^\s:]+:\d{1,5}$")
+    #: The name the coordinator's certificate is checked against (one of its SANs).
+    server_name: str = Field(default="fedcare-coordinator", min_length=1, max_length=253)
+
+
 class TolerationOperator(StrEnum):
     """How a toleration matches a taint's value."""
 
@@ -58,4 +77,4 @@ class Toleration(SpecModel):
     toleration_seconds: int | None = None
 
 
-__all__ = ["DatasetVolume", "TaintEffect", "Toleration", "TolerationOperator"]
+__all__ = ["DatasetVolume", "EnrollmentRef", "TaintEffect", "Toleration", "TolerationOperator"]
