@@ -81,6 +81,9 @@ def test_merge_keys_rounds_by_number_and_keeps_transition_times() -> None:
     fresh = merge_job_status(again, _reported(Phase.WAITING, []), generation=4)
     assert fresh.latest_model is not None and fresh.latest_model.version == "v3"
     assert [r.round for r in fresh.rounds] == [1, 2, 3]
+    private = _reported(Phase.TRAINING, [3], epsilon_spent=1.5, delta=1e-5)
+    spent = merge_job_status(again, private, 4)
+    assert (spent.epsilon_spent, spent.delta) == (1.5, 1e-5)  # privacy spend is carried over
     many = merge_job_status(again, _reported(Phase.TRAINING, list(range(1, 40))), 4)
     assert [r.round for r in many.rounds] == list(range(20, 40))
 
@@ -104,7 +107,11 @@ def test_pending_and_invalid_spec_statuses() -> None:
 def test_participant_status_counts_each_round_once() -> None:
     job = _reported(Phase.TRAINING, [1])
     entry = ParticipantStatus(
-        name="st-mary", state=ParticipantState.CONNECTED, last_round=1, samples=80
+        name="st-mary",
+        state=ParticipantState.CONNECTED,
+        last_round=1,
+        samples=80,
+        epsilon_spent=0.4,
     )
     first = participant_resource_status(
         ParticipantResourceStatus(), entry, job, 1, "2026-01-01T00:00:00Z"
@@ -114,7 +121,7 @@ def test_participant_status_counts_each_round_once() -> None:
         1,
         80,
     )
-    assert first.last_seen == "2026-01-01T00:00:00Z"
+    assert first.last_seen == "2026-01-01T00:00:00Z" and first.epsilon_spent == 0.4
     assert {c.type: c.reason for c in first.conditions} == {"Ready": "Joined"}
     replay = participant_resource_status(first, entry, job, 1, "2026-01-01T00:05:00Z")
     assert replay == first  # nothing changed: no write, lastSeen not bumped

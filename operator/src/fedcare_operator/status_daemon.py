@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import shutil
 import tempfile
@@ -58,6 +59,11 @@ log = logging.getLogger("fedcare.operator.status")
 DEFAULT_BACKOFF: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 _FJ_API = f"{builders.GROUP}/{builders.VERSION}"
+
+#: Status fields merged rather than copied from the coordinator's report.
+_MERGED_FIELDS = frozenset(
+    {"conditions", "rounds", "latest_model", "start_time", "observed_generation"}
+)
 
 _STATE_PHASE = {
     ParticipantState.PENDING: ParticipantPhase.PENDING,
@@ -146,16 +152,12 @@ def merge_job_status(
     Conditions go through ``set_condition``; operator-only conditions (Degraded) stay.
     """
     merged = current.model_copy(deep=True)
-    merged.phase = reported.phase
-    merged.message = reported.message
-    merged.current_round = reported.current_round
-    merged.total_rounds = reported.total_rounds
-    merged.ready_participants = reported.ready_participants
-    merged.min_participants = reported.min_participants
-    merged.participants = list(reported.participants)
-    merged.rejected_updates = reported.rejected_updates
+    # Every other field (phase, rounds in progress, participants, privacy spend, ...) is the
+    # coordinator's to report, including fields added to the status model later.
+    for name in type(reported).model_fields:
+        if name not in _MERGED_FIELDS:
+            setattr(merged, name, copy.deepcopy(getattr(reported, name)))
     merged.start_time = reported.start_time or current.start_time
-    merged.completion_time = reported.completion_time
     if reported.latest_model is not None:
         merged.latest_model = reported.latest_model
     by_round = {r.round: r for r in current.rounds}
@@ -200,6 +202,8 @@ def participant_resource_status(
             )
         if entry.samples:
             new.samples = entry.samples
+        if entry.epsilon_spent is not None:
+            new.epsilon_spent = entry.epsilon_spent
         if entry.last_round > current.last_round:
             new.rounds_completed = current.rounds_completed + 1
             new.last_round = entry.last_round
