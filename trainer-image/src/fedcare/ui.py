@@ -7,9 +7,16 @@ from rich.table import Table
 
 from fedcare.spec import FederatedJobStatus, Phase
 
+#: Metrics shown in the terminal, in this order (``--json`` and /status carry all of them).
+SHOWN_METRICS = ("auroc", "cindex", "accuracy", "rmse", "mae", "mse", "loss")
+
+
+def _shown(metrics: dict[str, float], limit: int = 3) -> list[str]:
+    return [k for k in SHOWN_METRICS if k in metrics][:limit]
+
 
 def _fmt_metrics(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in _shown(metrics))
 
 
 class ProgressPrinter:
@@ -38,7 +45,7 @@ class ProgressPrinter:
 def summary_table(status: FederatedJobStatus, console: Console | None = None) -> None:
     """The final table: one row per round kept in the status."""
     console = console or Console(highlight=False)
-    keys = sorted({k for r in status.rounds for k in r.metrics})
+    keys = _shown(status.rounds[-1].metrics) if status.rounds else []
     table = Table(title=f"{status.phase.value}: {status.message or ''}".rstrip(": "))
     table.add_column("round", justify="right")
     for k in keys:
