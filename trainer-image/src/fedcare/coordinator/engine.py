@@ -518,22 +518,16 @@ class Engine:
         name = session.participant
         with self._cond:
             ev = self._eval
-            if ev is None or ev.round != report.round or ev.version != report.model_version:
-                raise Rejected(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "stale_round",
-                    f"no evaluation open for round {report.round}",
-                )
-            if ev.expected.get(name) != session.session_id:
-                raise Rejected(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    "not_selected",
-                    f"{name!r} was not asked to evaluate",
-                )
-            if name in ev.reports or name in ev.refused:
-                raise Rejected(
-                    grpc.StatusCode.ALREADY_EXISTS, "duplicate", "evaluation already reported"
-                )
+            open_ = ev is not None and (ev.round, ev.version) == (
+                report.round,
+                report.model_version,
+            )
+            _check_asked(
+                session, ev.expected if ev and open_ else None,
+                answered=ev is not None and (name in ev.reports or name in ev.refused),
+                what=f"evaluation of round {report.round}",
+            )  # fmt: skip
+            assert ev is not None
             problem = None
             if not 0 < report.num_samples <= session.validation_samples:
                 problem = Rejected(
@@ -1024,20 +1018,13 @@ class Engine:
         name = session.participant
         with self._cond:
             step = self._exchange
-            if step is None or step.round != message.round or step.phase != message.phase:
-                raise Rejected(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "stale_round",
-                    f"no secure-aggregation step {message.phase} open for round {message.round}",
-                )
-            if step.expected.get(name) != session.session_id:
-                raise Rejected(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    "not_selected",
-                    f"{name!r} was not asked for this step",
-                )
-            if name in step.responses:
-                raise Rejected(grpc.StatusCode.ALREADY_EXISTS, "duplicate", "step already answered")
+            open_ = step is not None and (step.round, step.phase) == (message.round, message.phase)
+            _check_asked(
+                session, step.expected if step and open_ else None,
+                answered=step is not None and name in step.responses,
+                what=f"secure-aggregation step {message.phase} of round {message.round}",
+            )  # fmt: skip
+            assert step is not None
             step.responses[name] = bytes(message.payload)
             self._cond.notify_all()
 
@@ -1103,6 +1090,22 @@ def _seconds_between(start: str, end: str) -> float:
     except ValueError:
         return 0.0
     return max(0.0, (b - a).total_seconds())
+
+
+def _check_asked(
+    session: Session, expected: dict[str, str] | None, answered: bool, what: str
+) -> None:
+    """Refuse an answer to a request that is not open (``expected`` None), that was not asked
+    of this session, or that this site already answered."""
+    name = session.participant
+    if expected is None:
+        raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, "stale_round", f"no {what} is open")
+    if expected.get(name) != session.session_id:
+        raise Rejected(
+            grpc.StatusCode.PERMISSION_DENIED, "not_selected", f"{name!r} was not asked for {what}"
+        )
+    if answered:
+        raise Rejected(grpc.StatusCode.ALREADY_EXISTS, "duplicate", f"{what} already answered")
 
 
 def _digest(payload: object) -> tuple[str, int]:
