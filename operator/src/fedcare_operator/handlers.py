@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import kopf
 
@@ -58,7 +59,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Synchronous handlers run in this pool; status daemons use their own threads.
     settings.execution.max_workers = 16
     settings.posting.level = logging.WARNING
-    memo.ctx = Context(kube=Kube(), settings=OperatorSettings.from_env())
+    ours = OperatorSettings.from_env()
+    # Without cluster-scoped list/watch on namespaces and CRDs (a namespaced install), kopf
+    # watches exactly the namespaces it was given instead of logging Forbidden at start-up.
+    settings.scanning.disabled = not ours.cluster_scanning
+    ctx = Context(kube=Kube(), settings=ours)
+    if ours.metrics_port:
+        memo.metrics_server = ctx.metrics.serve(ours.metrics_port)
+        log.info("metrics on port %d (/metrics)", ours.metrics_port)
+    memo.ctx = ctx
 
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -67,10 +76,14 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 def close(memo: kopf.Memo, **_: Any) -> None:
-    """Release the API client's connections."""
+    """Release the API client's connections; stop serving metrics."""
     ctx = memo.get("ctx")
     if isinstance(ctx, Context):
         ctx.kube.close()
+    server = memo.get("metrics_server")
+    if isinstance(server, WSGIServer):
+        server.shutdown()
+        server.server_close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,6 +136,7 @@ def reconcile_federated_job(
     except InvalidSpec as err:
         failed = status_daemon.invalid_spec_status(status, str(err), generation)
         patch.status.update(_changed(status, failed.to_json_dict()))
+        ctx.metrics.observe(meta.get("namespace") or "default", meta.get("name") or "", failed)
         raise kopf.PermanentError(str(err)) from None
     try:
         reconcile.reconcile_job(ctx, job, meta.get("uid"), _adopter(body))
@@ -130,6 +144,7 @@ def reconcile_federated_job(
         raise _kube_error(err) from None
     pending = status_daemon.pending_status(status, job, generation)
     patch.status.update(_changed(status, pending.to_json_dict()))
+    ctx.metrics.observe(job.metadata.namespace or "default", job.metadata.name, pending)
 
 
 def _following(status: kopf.Status, **_: Any) -> bool:
@@ -153,6 +168,15 @@ async def follow_federated_job_status(
         stopped,
         generation=lambda: meta.get("generation"),
     )
+
+
+def forget_deleted_job(
+    name: str | None, namespace: str | None, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """Drop a deleted job's metric series (its daemon may have ended long before)."""
+    ctx = memo.get("ctx")
+    if kwargs.get("type") == "DELETED" and isinstance(ctx, Context):
+        ctx.metrics.forget(namespace or "default", name or "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,6 +277,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         kopf.on.resume(GROUP, VERSION, plural, registry=registry)(fn)
         kopf.on.create(GROUP, VERSION, plural, registry=registry)(fn)
         kopf.on.update(GROUP, VERSION, plural, field="spec", registry=registry)(fn)
+    kopf.on.event(GROUP, VERSION, "federatedjobs", registry=registry)(forget_deleted_job)
     kopf.daemon(
         GROUP,
         VERSION,
@@ -268,6 +293,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
 __all__ = [
     "configure",
     "follow_federated_job_status",
+    "forget_deleted_job",
     "login",
     "reconcile_federated_job",
     "reconcile_participant",

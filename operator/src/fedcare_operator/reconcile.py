@@ -9,13 +9,14 @@ references; :class:`~fedcare_operator.kube.Kube` writes them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fedcare.spec import FederatedJob, Participant
 from fedcare_operator import builders, certs
 from fedcare_operator.builders import JsonDict, Pem
 from fedcare_operator.kube import Kube
+from fedcare_operator.metrics import OperatorMetrics
 from fedcare_operator.settings import OperatorSettings
 
 #: Adds owner references (and the owner's namespace) to a child manifest, in place.
@@ -28,10 +29,11 @@ class NotReadyYet(Exception):
 
 @dataclass(frozen=True)
 class Context:
-    """What every handler needs: the API and the operator's settings."""
+    """What every handler needs: the API, the operator's settings and its metrics."""
 
     kube: Kube
     settings: OperatorSettings
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
 
 
 def _apply(

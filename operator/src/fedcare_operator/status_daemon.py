@@ -299,7 +299,11 @@ class KubeStatusSink:
 
 
 class StatusFollower:
-    """Follows one coordinator's status stream into a :class:`StatusSink` (blocking)."""
+    """Follows one coordinator's status stream into a :class:`StatusSink` (blocking).
+
+    ``on_status`` sees every merged job status (the operator's metrics), ``on_gone`` is called
+    when the job turns out to be deleted.
+    """
 
     def __init__(
         self,
@@ -308,8 +312,12 @@ class StatusFollower:
         generation: Callable[[], int | None] = lambda: None,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
         name: str = "",
+        on_status: Callable[[FederatedJobStatus], None] | None = None,
+        on_gone: Callable[[], None] | None = None,
     ) -> None:
         self._sink = sink
+        self._on_status = on_status
+        self._on_gone = on_gone
         self._open_channel = open_channel
         self._generation = generation
         self._backoff = tuple(backoff) or (1.0,)
@@ -367,6 +375,8 @@ class StatusFollower:
                 error = f"{code.name if code else 'error'}: {details}"
             except JobGone:
                 log.info("job %s was deleted; stop following it", self._name)
+                if self._on_gone is not None:
+                    self._on_gone()
                 return None
             except (KubeError, NotReadyYet, FedcareError, ValidationError, OSError) as err:
                 error = f"{type(err).__name__}: {err}"
@@ -412,6 +422,8 @@ class StatusFollower:
             self._degraded = False
         if merged != current:
             self._sink.write_job(merged)
+        if self._on_status is not None:
+            self._on_status(merged)
         entries = {p.name: p for p in merged.participants}
         now = utcnow()
         for ident, (obj_name, cur) in self._sink.participants().items():
@@ -484,6 +496,8 @@ async def follow(
         generation=generation,
         backoff=backoff,
         name=f"{namespace}/{name}",
+        on_status=lambda status: ctx.metrics.observe(namespace, name, status),
+        on_gone=lambda: ctx.metrics.forget(namespace, name),
     )
     stop = threading.Event()
     loop = asyncio.get_running_loop()
