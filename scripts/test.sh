@@ -9,6 +9,7 @@ py=.venv/bin/python
 echo "== generated code drift"
 "$py" scripts/gen_proto.py --check
 if [ -f scripts/gen_crds.py ]; then "$py" scripts/gen_crds.py --check; fi
+"$py" scripts/sync_chart_crds.py --check
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
