@@ -6,6 +6,31 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 venv="$root/.venv"
 stamp="$venv/.fedcare-installed"
+
+# Optional: headless Chromium for the dashboard's browser test (tests/integration/
+# test_dashboard.py skips without it). Installed only when missing, when running as root with
+# apt-get; a failure is reported and never fails the setup. FEDCARE_SKIP_CHROMIUM=1 skips it.
+install_chromium() {
+  local name log
+  for name in chromium chromium-browser google-chrome; do
+    if command -v "$name" >/dev/null 2>&1; then return 0; fi
+  done
+  if [ "${FEDCARE_SKIP_CHROMIUM:-0}" = 1 ]; then return 0; fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: no chromium (needs root and apt-get to install); its browser test will skip" >&2
+    return 0
+  fi
+  echo "setup: installing chromium (apt-get) for the dashboard's browser test" >&2
+  log="$(mktemp)"
+  if ! { apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium fonts-liberation fonts-dejavu-core; } >"$log" 2>&1; then
+    tail -n 5 "$log" >&2
+    echo "setup: could not install chromium; the dashboard's browser test will skip" >&2
+  fi
+  rm -f "$log"
+}
+install_chromium
 want="$(cat trainer-image/pyproject.toml operator/pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0

@@ -22,6 +22,17 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     from fedcare.local import run
     from fedcare.ui import ProgressPrinter, summary_table
 
+    if not 0 <= ns.dashboard_port <= 65535:
+        raise SpecError(f"--dashboard-port: {ns.dashboard_port} is not a TCP port (0..65535)")
+    on_http: Callable[[int], None] | None = None
+    if ns.dashboard:
+        from fedcare.monitoring.dashboard import announce, dashboard_url
+
+        def show_dashboard(port: int) -> None:
+            announce(dashboard_url(port), open_browser=not ns.no_browser)
+
+        on_http = show_dashboard
+
     printer = None if ns.json else ProgressPrinter()
     status = run(
         ns.job,
@@ -29,6 +40,8 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         keep_workdir=ns.keep,
         on_status=printer.update if printer else None,
         check=False,
+        http_port=ns.dashboard_port,
+        on_http=on_http,
     )
     if ns.json:
         print(json.dumps(status.to_json_dict(), indent=None, sort_keys=True))
@@ -229,6 +242,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the final status as JSON")
     p.add_argument("--workdir", help="keep certificates, configs and logs here")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
+    p.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="print the web dashboard's URL and open it in a browser",
+    )
+    p.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the dashboard (the coordinator's HTTP side) on this port; default: a free one",
+    )
+    p.add_argument("--no-browser", action="store_true", help="with --dashboard: print the URL only")
     p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser("validate", help="check a FederatedJob or Participant manifest")

@@ -15,6 +15,7 @@ from fedcare.audit import AuditError, AuditLog, audit_path_for
 from fedcare.coordinator.engine import Engine
 from fedcare.coordinator.service import CoordinatorService
 from fedcare.monitoring import CoordinatorMetrics, HttpSide
+from fedcare.monitoring.dashboard import Dashboard
 from fedcare.repository import open_repository
 from fedcare.spec import CoordinatorConfig, FederatedJob, FederatedJobStatus, Phase, load_model
 from fedcare.transport import add_mtls_port, add_tls_port, make_server
@@ -114,7 +115,12 @@ class Coordinator:
         self.grpc_port = add_mtls_port(self._server, config.listen, config.tls)
         host, port = _split_host_port(config.http_listen)
         self._http = HttpSide(
-            host, port, self.engine.status_json, self.metrics.registry, healthy=lambda: True
+            host,
+            port,
+            self.engine.status_json,
+            self.metrics.registry,
+            healthy=lambda: True,
+            dashboard=Dashboard(job.metadata.name, job.spec.headline_metric.value),
         )
         self.http_port = self._http.port
         self._enroll_server: grpc.Server | None = None

@@ -72,6 +72,10 @@ class LocalRun:
     startup_timeout: float = 60.0
     #: Record every message the coordinator receives here (privacy audits, tests).
     capture_dir: Path | None = None
+    #: The coordinator's HTTP address (status, metrics, web dashboard); port 0: a free one.
+    http_listen: str = "127.0.0.1:0"
+    #: Called with the coordinator's HTTP port once it serves (``fedcare run --dashboard``).
+    on_http: Callable[[int], None] | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -145,7 +149,7 @@ class LocalRun:
         coord_cfg = CoordinatorConfig(
             job=self.job,
             listen="127.0.0.1:0",
-            http_listen="127.0.0.1:0",
+            http_listen=self.http_listen,
             tls=_tls(self.ca, self.server_cert),
             port_file=str(self.port_file),
             observers=[OBSERVER],
@@ -206,6 +210,8 @@ class LocalRun:
         self.prepare()
         try:
             self.start_coordinator()
+            if self.on_http is not None:
+                self.on_http(self.http_port)
             for p in self.job.spec.participants:
                 self.start_trainer(p)
             status = self.follow()
@@ -261,12 +267,16 @@ def run(
     on_status: StatusCallback | None = None,
     keep_workdir: bool = False,
     check: bool = True,
+    http_port: int = 0,
+    on_http: Callable[[int], None] | None = None,
 ) -> FederatedJobStatus:
     """Run the FederatedJob manifest at ``path`` locally; returns its final status.
 
     With ``check`` (default) a Failed job raises :class:`JobFailed` with its message.
     Certificates, configs and per-process logs go to ``workdir`` (a temporary folder by
     default, removed afterwards unless the job failed or ``keep_workdir`` is set).
+    ``http_port`` pins the coordinator's HTTP port on 127.0.0.1 (0: a free one); ``on_http``
+    is called with it once the coordinator serves (the web dashboard is at ``/``).
     """
     job = load_model(FederatedJob, path)
     temp = workdir is None
@@ -278,7 +288,13 @@ def run(
     wd.mkdir(parents=True, exist_ok=True)
     ok = False
     try:
-        status = LocalRun(job=job, workdir=wd, on_status=on_status).run()
+        status = LocalRun(
+            job=job,
+            workdir=wd,
+            on_status=on_status,
+            http_listen=f"127.0.0.1:{http_port}",
+            on_http=on_http,
+        ).run()
         ok = status.phase is Phase.SUCCEEDED
         if check and not ok:
             raise JobFailed(f"{status.message} (logs: {wd / 'logs'})")

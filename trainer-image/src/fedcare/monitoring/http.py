@@ -1,4 +1,5 @@
-"""The coordinator's HTTP side: ``/status`` (JSON), ``/healthz`` and ``/metrics``."""
+"""The coordinator's HTTP side: ``/status`` (JSON), ``/healthz``, ``/metrics`` and the web
+dashboard at ``/`` (see :mod:`fedcare.monitoring.dashboard`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from fedcare.monitoring.dashboard import SECURITY_HEADERS, Dashboard
+
 
 class HttpSide:
-    """A small threaded HTTP server; ``status_json`` is called on every ``GET /status``."""
+    """A small threaded HTTP server; ``status_json`` is called on every ``GET /status``.
+
+    ``dashboard`` serves the web dashboard at ``/`` (a page without a job name by default).
+    """
 
     def __init__(
         self,
@@ -19,8 +25,10 @@ class HttpSide:
         status_json: Callable[[], str],
         registry: CollectorRegistry,
         healthy: Callable[[], bool],
+        dashboard: Dashboard | None = None,
     ) -> None:
         side = self
+        pages = dashboard if dashboard is not None else Dashboard()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -32,6 +40,8 @@ class HttpSide:
                     side._send(self, 200 if ok else 503, "text/plain", b"ok" if ok else b"down")
                 elif path == "/metrics":
                     side._send(self, 200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                elif (asset := pages.get(path)) is not None:
+                    side._send(self, 200, asset.content_type, asset.body)
                 else:
                     side._send(self, 404, "text/plain", b"not found")
 
@@ -48,6 +58,8 @@ class HttpSide:
         handler.send_header("Content-Type", ctype)
         handler.send_header("Content-Length", str(len(body)))
         handler.send_header("Cache-Control", "no-store")
+        for name, value in SECURITY_HEADERS.items():
+            handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(body)
 
