@@ -33,12 +33,10 @@ since ray's daemons are not our children) and the peak simultaneous RSS of our p
 After the runs it profiles fedcare: a timeline of the last fedcare run from its per-process
 logs (and of the last Flower run from its own stamps), then what each of fedcare's 11
 processes pays before doing any work (interpreter, imports, torch, the ``torch._dynamo`` that
-``torch.optim`` imports on its first step) and at exit, alone and 11 at once. With
-``--experiments N`` it then times fedcare variants that change nothing in fedcare's code
-(``VARIANTS``: a ``sitecustomize.py`` that freezes the garbage collector at exit, one that has
-the coordinator import torch at start, and ``bench/forkrun.py``, fedcare's own ``LocalRun``
-with its processes forked from one warm process), N runs each, alternating, to measure what
-the suggested changes would save.
+``torch.optim`` imports on its first step) and at exit, alone and 11 at once: what each
+process would pay as a fresh interpreter (``fedcare run --launcher spawn``), and what the fork
+server (the default launcher, ``fedcare/local/launch.py``) pays once. With ``--experiments N``
+it then times both launchers (``VARIANTS``), N runs each, alternating.
 
 Target (issue 6): fedcare, with real processes and mTLS, no slower than Flower (about 9 s for
 this job on this machine, pitfalls.md) at equal accuracy. Run:
@@ -422,32 +420,15 @@ class Result:
         return sum(self.rounds_s)
 
 
-#: fedcare variants for ``--experiments``: name -> (how it is started, sitecustomize source).
-#: The sitecustomize variants change nothing in fedcare: a ``sitecustomize.py`` on PYTHONPATH
-#: that every fedcare process (CLI, coordinator, trainers) runs at interpreter start.
-VARIANTS: dict[str, tuple[str, str | None]] = {
-    "fedcare run": ("cli", None),
-    "gc.freeze() at exit": (
-        "cli",
-        "import atexit, gc\n"
-        "# registered first, so it runs last: the interpreter's final collections skip\n"
-        "# every object then alive (imported modules included)\n"
-        "atexit.register(gc.freeze)\n",
-    ),
-    "coordinator imports torch at start": (
-        "cli",
-        "import sys, threading\n"
-        "if 'coordinator' in sys.argv:\n"
-        "    def _warm():\n"
-        "        import torch, fedcare.models  # what initial_weights needs after the joins\n"
-        "    threading.Thread(target=_warm, name='warm-torch', daemon=True).start()\n",
-    ),
-    "fork server (bench/forkrun.py)": ("fork", None),
+#: fedcare variants for ``--experiments``: name -> extra ``fedcare run`` arguments.
+VARIANTS: dict[str, list[str]] = {
+    "fedcare run (fork server, the default)": [],
+    "fedcare run --launcher spawn (fresh interpreters)": ["--launcher", "spawn"],
 }
 
 
-def run_fedcare(base_job: Path, workdir: Path, rounds: int, variant: str = "fedcare run") -> Result:
-    """``fedcare run job.yaml --json`` in a subprocess, timed (or one of ``VARIANTS``).
+def run_fedcare(base_job: Path, workdir: Path, rounds: int, extra: Sequence[str] = ()) -> Result:
+    """``fedcare run job.yaml --json [EXTRA]`` in a subprocess, timed.
 
     Each run gets its own copy of the manifest with its own model repository in ``workdir``.
     """
@@ -456,22 +437,10 @@ def run_fedcare(base_job: Path, workdir: Path, rounds: int, variant: str = "fedc
     doc["spec"]["repository"]["uri"] = f"file://{workdir / 'models'}"
     job = workdir / "job.yaml"
     job.write_text(yaml.safe_dump(doc, sort_keys=False))
-    how, site_code = VARIANTS[variant]
     env = dict(os.environ)
-    if how == "fork":
-        cmd = [sys.executable, str(BENCH_DIR / "forkrun.py")]
-    else:
-        exe = Path(sys.executable).parent / "fedcare"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fedcare"]
-        cmd.append("run")
-    cmd += [str(job), "--json", "--workdir", str(workdir)]
-    if site_code is not None:
-        custom = workdir / "sitecustomize"
-        custom.mkdir(exist_ok=True)
-        (custom / "sitecustomize.py").write_text(site_code)
-        env["PYTHONPATH"] = os.pathsep.join(
-            x for x in (str(custom), env.get("PYTHONPATH", "")) if x
-        )
+    exe = Path(sys.executable).parent / "fedcare"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fedcare"]
+    cmd += ["run", str(job), "--json", "--workdir", str(workdir), *extra]
     timed = run_timed(cmd, [str(workdir)], workdir / "fedcare-run.stderr", env=env)
     status = last_json(timed.stdout) or {}
     rounds_doc = status.get("rounds", [])
@@ -609,7 +578,7 @@ _FIRST_STEP = (
 #: Start-up steps, each ending in ``os._exit(0)`` (no interpreter shutdown) except the last.
 STARTUP_STEPS = {
     "interpreter only (python -c pass)": "pass",
-    "`fedcare run` CLI imports (fedcare.local)": "import fedcare.local",
+    "`fedcare run` CLI imports (fedcare.local.runner)": "import fedcare.local.runner",
     "coordinator imports at start (fedcare.coordinator)": "import fedcare.coordinator",
     "import torch alone": "import torch",
     "trainer imports (fedcare.trainer, torch, pyarrow, ...)": _TRAINER_IMPORTS,
@@ -684,7 +653,7 @@ def run_variants(
         for k, name in enumerate(VARIANTS):
             if args.quiet_wait > 0:
                 wait_for_quiet(args.quiet_wait)
-            res = run_fedcare(job, folder / f"variant-{k}-{i}", args.rounds, variant=name)
+            res = run_fedcare(job, folder / f"variant-{k}-{i}", args.rounds, VARIANTS[name])
             runs[name].append(res)
             print(
                 f"variant {name!r} run {i}: {'ok' if res.ok else 'FAILED'}, wall "

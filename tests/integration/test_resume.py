@@ -45,6 +45,13 @@ def test_coordinator_killed_mid_round_resumes(make_job: JobFactory, tmp_path: Pa
     assert [v.parent_version for v in versions[1:]] == [v.version for v in versions[:-1]]
     assert final.latest_model is not None and final.latest_model.version == versions[-1].version
     assert [r.model_version for r in final.rounds] == [v.version for v in versions[1:]]
+    # Each site's count of rounds is what the stored versions say, across the restart.
+    contributed = {p.name: p.rounds_contributed for p in final.participants}
+    assert contributed == {
+        name: sum(name in {c.name for c in v.participants} for v in versions)
+        for name in contributed
+    }
+    assert sorted(contributed.values()) == [4, 4, 4]  # minResponses = every site
     for code in (p.returncode for name, p in run.processes.items() if name != "coordinator"):
         assert code == 0
 

@@ -56,9 +56,11 @@ def test_breast_cancer_three_sites_reaches_auroc(make_job: JobFactory, tmp_path:
 
 
 def test_cli_table_output_and_models_list(make_job: JobFactory, tmp_path: Path) -> None:
-    """Without --json: per-round progress and a summary table; `models list` shows versions."""
+    """Without --json: per-round progress and a summary table; `models list` shows versions.
+
+    Runs with `--launcher spawn` (fresh interpreters), the other tests with the fork server."""
     job = make_job(rounds=2)
-    proc = _fedcare("run", str(job))
+    proc = _fedcare("run", str(job), "--launcher", "spawn")  # the other launcher, end to end
     assert proc.returncode == 0, proc.stderr
     assert "round 2/2" in proc.stdout
     assert "Succeeded" in proc.stdout

@@ -105,11 +105,14 @@ def test_pending_and_invalid_spec_statuses() -> None:
 
 
 def test_participant_status_counts_each_round_once() -> None:
+    """roundsCompleted is the coordinator's count: replays do not add, a jump of several rounds
+    in one event (or after a coordinator restart) is taken as is, and it never goes back."""
     job = _reported(Phase.TRAINING, [1])
     entry = ParticipantStatus(
         name="st-mary",
         state=ParticipantState.CONNECTED,
         last_round=1,
+        rounds_contributed=1,
         samples=80,
         epsilon_spent=0.4,
     )
@@ -129,6 +132,12 @@ def test_participant_status_counts_each_round_once() -> None:
         first, entry, _reported(Phase.SUCCEEDED, [1]), 1, "2026-01-01T00:06:00Z"
     )
     assert done.phase is ParticipantPhase.SUCCEEDED and done.rounds_completed == 1
+    jump = entry.model_copy(update={"last_round": 4, "rounds_contributed": 3})
+    later = participant_resource_status(first, jump, job, 1, "2026-01-01T00:07:00Z")
+    assert (later.rounds_completed, later.last_round) == (3, 4)  # it sat out one round
+    restarted = entry.model_copy(update={"last_round": 0, "rounds_contributed": 0})
+    kept = participant_resource_status(later, restarted, job, 1, "2026-01-01T00:08:00Z")
+    assert (kept.rounds_completed, kept.last_round) == (3, 4)
     gone = participant_resource_status(
         first, None, _reported(Phase.FAILED, [1], message="QuorumLost"), 1, "t"
     )

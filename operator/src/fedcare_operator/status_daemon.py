@@ -204,9 +204,10 @@ def participant_resource_status(
             new.samples = entry.samples
         if entry.epsilon_spent is not None:
             new.epsilon_spent = entry.epsilon_spent
-        if entry.last_round > current.last_round:
-            new.rounds_completed = current.rounds_completed + 1
-            new.last_round = entry.last_round
+        # The coordinator's own count (it recounts from the stored versions after a restart);
+        # counting changes here would miss rounds whenever two arrive in one status event.
+        new.rounds_completed = max(current.rounds_completed, entry.rounds_contributed)
+        new.last_round = max(current.last_round, entry.last_round)
     if job.phase is Phase.SUCCEEDED:
         new.phase = ParticipantPhase.SUCCEEDED
         new.message = None

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fedcare.errors import FedcareError, SpecError
+from fedcare.local.launch import LAUNCHERS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -42,6 +43,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         check=False,
         http_port=ns.dashboard_port,
         on_http=on_http,
+        launcher=ns.launcher,
     )
     if ns.json:
         print(json.dumps(status.to_json_dict(), indent=None, sort_keys=True))
@@ -255,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the dashboard (the coordinator's HTTP side) on this port; default: a free one",
     )
     p.add_argument("--no-browser", action="store_true", help="with --dashboard: print the URL only")
+    p.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default=None,
+        help="how the coordinator and trainer processes start: forked from one process that "
+        "imported torch once (forkserver, the default on Linux and macOS), or each a fresh "
+        "interpreter (spawn); $FEDCARE_LAUNCHER sets the default",
+    )
     p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser("validate", help="check a FederatedJob or Participant manifest")

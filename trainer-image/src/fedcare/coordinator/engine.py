@@ -205,6 +205,17 @@ class Engine:
             ParticipantStatus.model_validate({"name": name, "state": state, **kw})
         )
 
+    def _credit(self, meta: VersionMetadata) -> None:
+        """Count a stored version's round for every site whose update it includes."""
+        for contribution in meta.participants:
+            entry = next((p for p in self.status.participants if p.name == contribution.name), None)
+            done = entry.rounds_contributed if entry is not None else 0
+            self._participant_state(
+                contribution.name,
+                entry.state if entry is not None else ParticipantState.PENDING,
+                rounds_contributed=done + 1,
+            )
+
     def _refresh_ready(self) -> None:
         live = len(self._sessions.live())
         self.status.ready_participants = live
@@ -339,6 +350,16 @@ class Engine:
             rnd = self._round
             name = session.participant
             current = rnd.number if rnd is not None else 0
+            if (
+                rnd is not None
+                and header.round == current
+                and (name in rnd.received or name in rnd.refused)
+            ):  # the more specific reason, whether or not the round has closed since
+                raise Rejected(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "duplicate",
+                    f"{name!r} already sent its update for round {rnd.number}",
+                )
             if rnd is None or header.round < current or (rnd.closed and header.round == current):
                 raise Rejected(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -356,12 +377,6 @@ class Engine:
                     grpc.StatusCode.PERMISSION_DENIED,
                     "not_selected",
                     f"{name!r} was not selected for round {rnd.number}",
-                )
-            if name in rnd.received or name in rnd.refused:
-                raise Rejected(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    "duplicate",
-                    f"{name!r} already sent its update for round {rnd.number}",
                 )
             if header.base_version != rnd.base_version:
                 raise Rejected(
@@ -591,6 +606,8 @@ class Engine:
             self._served = {latest.version: self._served_bytes(self._global)}
             previous = None
             for meta in mine:
+                if meta.round > 0:
+                    self._credit(meta)
                 if meta.round > 0 and previous is not None:
                     self.status.add_round(
                         RoundStatus(
@@ -815,6 +832,7 @@ class Engine:
                 sha256=meta.sha256,
                 metrics=metrics,
             )
+            self._credit(meta)
             self.status.set_condition(
                 "Training",
                 ConditionStatus.TRUE,

@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -21,6 +20,7 @@ import grpc
 import yaml
 
 from fedcare.errors import FedcareError, JobFailed, SpecError
+from fedcare.local.launch import LauncherName, Proc, default_launcher, launch
 from fedcare.pki import ROLE_OBSERVER, CertPair, create_ca, issue_client_cert, issue_server_cert
 from fedcare.spec import (
     CoordinatorConfig,
@@ -76,7 +76,9 @@ class LocalRun:
     http_listen: str = "127.0.0.1:0"
     #: Called with the coordinator's HTTP port once it serves (``fedcare run --dashboard``).
     on_http: Callable[[int], None] | None = None
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: How processes start: forked from a preloaded fork server, or fresh interpreters.
+    launcher: LauncherName = field(default_factory=default_launcher)
+    processes: dict[str, Proc] = field(default_factory=dict)
 
     @property
     def logs(self) -> Path:
@@ -109,15 +111,8 @@ class LocalRun:
         env.setdefault("PYTHONUNBUFFERED", "1")
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
-        log_file = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "fedcare", role, "--config", str(config)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-        log_file.close()
+        argv = [role, "--config", str(config)]
+        self.processes[name] = launch(self.launcher, argv, self.logs / f"{name}.log", env)
 
     def _wait_ports(self, port_file: Path) -> dict[str, int]:
         deadline = time.monotonic() + self.startup_timeout
@@ -269,6 +264,7 @@ def run(
     check: bool = True,
     http_port: int = 0,
     on_http: Callable[[int], None] | None = None,
+    launcher: LauncherName | None = None,
 ) -> FederatedJobStatus:
     """Run the FederatedJob manifest at ``path`` locally; returns its final status.
 
@@ -277,6 +273,8 @@ def run(
     default, removed afterwards unless the job failed or ``keep_workdir`` is set).
     ``http_port`` pins the coordinator's HTTP port on 127.0.0.1 (0: a free one); ``on_http``
     is called with it once the coordinator serves (the web dashboard is at ``/``).
+    ``launcher`` chooses how processes start (:mod:`fedcare.local.launch`; default: the fork
+    server where the platform has one, or ``$FEDCARE_LAUNCHER``).
     """
     job = load_model(FederatedJob, path)
     temp = workdir is None
@@ -294,6 +292,7 @@ def run(
             on_status=on_status,
             http_listen=f"127.0.0.1:{http_port}",
             on_http=on_http,
+            launcher=launcher or default_launcher(),
         ).run()
         ok = status.phase is Phase.SUCCEEDED
         if check and not ok:

@@ -100,6 +100,9 @@ class ParticipantStatus(SpecModel):
     name: str
     state: ParticipantState
     last_round: int = 0
+    #: Rounds whose stored model version includes this site's update (survives restarts: a
+    #: resumed coordinator recounts them from the stored versions).
+    rounds_contributed: int = 0
     samples: int = 0
     #: Differential privacy: epsilon this site has spent on this job.
     epsilon_spent: float | None = None
