@@ -125,11 +125,20 @@ class ProcInfo:
 
     pid: int
     name: str
+    ppid: int | None = None
     hwm_kib: int = 0
     rss_kib: int = 0
     pss_kib: int = 0
     cpu_s: float = 0.0
     last_seen: float = 0.0
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _status_kib(text: str, key: str) -> int:
@@ -139,7 +148,7 @@ def _status_kib(text: str, key: str) -> int:
 
 @dataclass
 class MemorySampler:
-    """Polls ``/proc`` for the fedcare processes whose ``--config`` lies under ``workdir``."""
+    """Polls ``/proc`` for this run's fedcare processes (see :meth:`_identify`)."""
 
     workdir: Path
     interval: float = POLL_S
@@ -152,18 +161,30 @@ class MemorySampler:
     _thread: threading.Thread | None = None
 
     def _identify(self, pid: int) -> str | None:
-        """The process's role name (``coordinator``, ``trainer-site-3``) or None."""
+        """The process's role name (``coordinator``, ``trainer-site-3``, ``fork-server``) or None.
+
+        A fresh interpreter (``--launcher spawn``) names its ``--config`` on its command line;
+        a process forked from the fork server (the default) has the fork server's command line
+        but writes to its own log, ``logs/<role>.log``; the fork server is this process's
+        child running ``multiprocessing.forkserver``.
+        """
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return None
         args = [a.decode(errors="replace") for a in argv if a]
-        if "fedcare" not in args or "--config" not in args:
-            return None
-        config = Path(args[args.index("--config") + 1])
-        if not config.is_relative_to(self.workdir):
-            return None
-        return config.stem
+        if "fedcare" in args and "--config" in args:
+            config = Path(args[args.index("--config") + 1])
+            return config.stem if config.is_relative_to(self.workdir) else None
+        try:
+            out = Path(os.readlink(f"/proc/{pid}/fd/1"))
+        except OSError:
+            out = None
+        if out is not None and out.parent == self.workdir / "logs" and out.suffix == ".log":
+            return out.stem
+        if any("multiprocessing.forkserver" in a for a in args) and _ppid(pid) == os.getpid():
+            return "fork-server"
+        return None
 
     def sample(self) -> None:
         """Read RSS, VmHWM, PSS and CPU time of every matching process once."""
@@ -182,7 +203,7 @@ class MemorySampler:
                 if name is None:
                     self._ignored.add(pid)
                     continue
-                info = self.procs[pid] = ProcInfo(pid=pid, name=name)
+                info = self.procs[pid] = ProcInfo(pid=pid, name=name, ppid=_ppid(pid))
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
                 rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
@@ -353,7 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         total_s = time.monotonic() - t0
         sampler.stop()
     sampler.sample()  # anything still alive (nothing, normally)
-    other_cpu_s, other_share = watch.others()
+    # Processes this one does not wait for (the fork server and what it forked) are ours too.
+    unwaited = sum(p.cpu_s for p in sampler.procs.values() if p.ppid != os.getpid())
+    other_cpu_s, other_share = watch.others(extra_own=unwaited)
     children_maxrss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     own_hwm_kib = _status_kib(Path("/proc/self/status").read_text(), "VmHWM")
 
@@ -431,6 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     mem_rows = [
         ("coordinator peak RSS (VmHWM)", coord_hwm),
+        (
+            "fork server peak RSS (VmHWM)",
+            max((p.hwm_kib for p in sampler.by_name("fork-server")), default=0),
+        ),
         (f"trainer peak RSS, max of {len(trainer_hwm)}", max(trainer_hwm, default=0)),
         (f"sum of per-process peak RSS ({len(sampler.procs)} processes)", hwm_sum),
         ("highest simultaneous RSS sum (sampled)", sampler.peak_rss_sum_kib),
@@ -447,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|--------------|-----------------:|")
     for p in coord:
         print(f"| coordinator  | {p.cpu_s:16.1f} |")
+    for p in sampler.by_name("fork-server"):
+        print(f"| fork server  | {p.cpu_s:16.1f} |")
     if trainers:
         cpu = [p.cpu_s for p in trainers]
         print(f"| trainer, mean| {statistics.fmean(cpu):16.1f} |")
