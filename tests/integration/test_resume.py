@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import numpy as np
+
 from fedcare.data import synthesize
 from fedcare.repository import open_repository
 from fedcare.spec import Phase
@@ -54,6 +56,53 @@ def test_coordinator_killed_mid_round_resumes(make_job: JobFactory, tmp_path: Pa
     assert sorted(contributed.values()) == [4, 4, 4]  # minResponses = every site
     for code in (p.returncode for name, p in run.processes.items() if name != "coordinator"):
         assert code == 0
+
+
+def test_resumed_server_optimizer_goes_on_with_its_moments(
+    make_job: JobFactory, tmp_path: Path
+) -> None:
+    """FedAdam's moments are stored with every version: a coordinator killed after round 1 and
+    restarted ends with the model an uninterrupted run makes (a restart from zero moments
+    would not)."""
+    import fedcare
+
+    sites = synthesize(3, 20_000, tmp_path / "data", fmt="parquet", seed=5)
+    spec = {
+        "sites": sites, "rounds": 3,
+        "model": {"name": "mlp", "hiddenUnits": [16]},
+        "data": {"features": SYNTH, "label": "readmitted"},
+        "training": {"epochs": 1, "batchSize": 64, "learningRate": 0.001},
+        "strategy": {"name": "fedadam", "serverLearningRate": 0.05},
+    }  # fmt: skip
+    straight = fedcare.run(make_job(name="straight", **spec))
+    run = start_job(make_job(name="resumed", **spec), tmp_path / "work")
+    try:
+        for p in run.job.spec.participants:
+            run.start_trainer(p)
+        wait_for(run, "len(s.rounds) >= 1", timeout=120)
+        coordinator = run.processes["coordinator"]
+        coordinator.send_signal(signal.SIGKILL)
+        coordinator.wait(timeout=10)
+        run.restart_coordinator()
+        resumed = run.follow()
+        run.reap()
+    finally:
+        run.stop()
+    assert resumed.phase is Phase.SUCCEEDED, resumed.message
+    assert {c.type: c.status.value for c in resumed.conditions}["Resumed"] == "True"
+    repo = open_repository(f"file://{tmp_path / 'models'}")
+    assert [v.round for v in repo.list_versions("resumed")] == [0, 1, 2, 3]
+    stored = repo.list_versions("resumed")
+    assert stored[0].server_state_sha256 is None  # the initial model: no step taken yet
+    assert all(v.server_state_sha256 for v in stored[1:])
+    assert straight.latest_model is not None and resumed.latest_model is not None
+    a = repo.read_weights("straight", straight.latest_model.version)
+    b = repo.read_weights("resumed", resumed.latest_model.version)
+    assert a.keys() == b.keys()
+    for name in a:  # equal up to float32 summation order (updates arrive in any order)
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    state = repo.read_server_state("resumed", resumed.latest_model.version)
+    assert int(state["steps"][0]) == 3
 
 
 def test_initial_model_fine_tunes_from_a_stored_version(

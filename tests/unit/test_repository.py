@@ -450,6 +450,43 @@ def test_tampered_file_is_detected(backend: Backend, tmp_path: Path) -> None:
         repo.read_weights(JOB, meta.version)
 
 
+def test_server_state_is_stored_with_the_version(backend: Backend) -> None:
+    """A server optimizer's state goes into the same all-or-nothing write as the weights, is
+    checked against its sha256 on reading, and a version without one reads as empty."""
+    repo = backend.repo
+    plain = repo.write_version(JOB, _weights(), _meta())
+    assert plain.server_state_sha256 is None and repo.read_server_state(JOB, plain.version) == {}
+    rng = np.random.default_rng(7)
+    state = {
+        "m": rng.standard_normal(44).astype(np.float32),
+        "v": rng.random(44).astype(np.float32),
+        "steps": np.array([3.0], dtype=np.float32),
+    }
+    meta = repo.write_version(JOB, _weights(1), _meta(2, plain.version), server_state=state)
+    rel = f"{JOB}/{meta.version}/server-state.safetensors"
+    assert rel.split("/", 1)[1] in backend.stored(JOB)
+    raw = backend.read_raw(rel)
+    assert meta.server_state_sha256 == hashlib.sha256(raw).hexdigest()
+    stored = json.loads(backend.read_raw(f"{JOB}/{meta.version}/metadata.json"))
+    assert stored["serverStateSha256"] == meta.server_state_sha256
+    back = backend.twin().read_server_state(JOB, meta.version)
+    assert back.keys() == state.keys()
+    for name, arr in state.items():
+        np.testing.assert_array_equal(back[name], arr)
+    bad = {"m": np.full(3, np.nan, dtype=np.float32)}
+    with pytest.raises(RepositoryError, match="NaN"):
+        repo.write_version(JOB, _weights(2), _meta(3, meta.version), server_state=bad)
+    assert _visible(repo) == [plain.version, meta.version]
+    flipped = bytearray(raw)
+    flipped[-1] ^= 0x01
+    backend.write_raw(rel, bytes(flipped))
+    with pytest.raises(RepositoryError, match="sha256"):
+        repo.read_server_state(JOB, meta.version)
+    backend.delete_raw(rel)
+    with pytest.raises(RepositoryError, match="missing"):
+        repo.read_server_state(JOB, meta.version)
+
+
 def test_missing_weights_file(backend: Backend) -> None:
     repo = backend.repo
     meta = repo.write_version(JOB, _weights(), _meta())

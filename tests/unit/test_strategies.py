@@ -116,6 +116,37 @@ def test_fedadagrad_two_rounds_accumulate() -> None:
     np.testing.assert_allclose(w2, [1.8, -8 / 9 + 3 / 5.5], rtol=1e-6)
 
 
+@pytest.mark.parametrize("cls", [FedAdam, FedYogi, FedAdagrad])
+def test_server_optimizer_state_survives_a_new_instance(cls: type[FedAdam]) -> None:
+    """state() / load_state(): a new instance (a restarted coordinator) that takes up the
+    stored state makes exactly the step the old one would have made."""
+    steps = [vec(2.0, -4.0), vec(1.0, 2.0), vec(-3.0, 0.5)]
+    straight = cls(eta=1.0, beta1=0.5, beta2=0.75, tau=0.5)
+    w = vec(1.0, 0.0)
+    for d in steps:
+        w = straight.apply(w, d)
+    first = cls(eta=1.0, beta1=0.5, beta2=0.75, tau=0.5)
+    assert first.state() == {}  # nothing before the first step
+    w_mid = first.apply(first.apply(vec(1.0, 0.0), steps[0]), steps[1])
+    stored = {k: v.copy() for k, v in first.state().items()}
+    assert sorted(stored) == ["m", "steps", "v"] and stored["steps"][0] == 2
+    resumed = cls(eta=1.0, beta1=0.5, beta2=0.75, tau=0.5)
+    resumed.load_state(stored)
+    np.testing.assert_array_equal(resumed.apply(w_mid, steps[2]), w)
+    forgetful = cls(eta=1.0, beta1=0.5, beta2=0.75, tau=0.5)
+    assert not np.allclose(forgetful.apply(w_mid, steps[2]), w)  # what resuming used to do
+    with pytest.raises(ValueError, match="malformed"):
+        resumed.load_state({"m": vec(1.0)})
+
+
+def test_stateless_strategies_carry_no_state() -> None:
+    for strategy in (FedAvg(), FedProx(mu=0.1), Median(), TrimmedMean(beta=0.1), Krum(byzantine=1)):
+        assert strategy.state() == {}
+        strategy.load_state({})
+        with pytest.raises(ValueError, match="keeps no state"):
+            strategy.load_state({"m": vec(1.0)})
+
+
 def test_server_optimizer_defaults_follow_flower() -> None:
     adam, yogi, ada = FedAdam(), FedYogi(), FedAdagrad()
     assert (adam.eta, adam.beta1, adam.beta2, adam.tau) == (0.1, 0.9, 0.99, 1e-3)

@@ -601,6 +601,8 @@ class Engine:
         latest = mine[-1]
         weights = self._repo.read_weights(self.name, latest.version)
         self._layout, self._global = flatten(weights)
+        # The server optimizer's moments (FedAdam, FedYogi, FedAdagrad) go on where they were.
+        self._strategy.load_state(self._repo.read_server_state(self.name, latest.version))
         with self._cond:
             self._global_version = latest.version
             self._served = {latest.version: self._served_bytes(self._global)}
@@ -728,6 +730,7 @@ class Engine:
                 strategy=self._strategy.name,
                 run_id=self.run_id,
             ),
+            server_state=self._strategy.state(),
         )
 
     def _train_task(self, rnd: TrainRound, name: str) -> pb.Task:

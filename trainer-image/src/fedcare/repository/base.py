@@ -7,6 +7,7 @@ version is written completely or not at all; once visible it never changes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from abc import ABC, abstractmethod
@@ -17,6 +18,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from fedcare.errors import RepositoryError
+from fedcare.repository.safetensors_io import from_safetensors_bytes, to_safetensors_bytes
 from fedcare.spec._base import SpecModel
 from fedcare.spec.job import NAME_PATTERN
 from fedcare.spec.status import utcnow
@@ -37,6 +39,8 @@ __all__ = [
 
 #: ``v`` and at least four digits; past ``v9999`` the names simply grow a digit.
 VERSION_PATTERN = r"^v[0-9]{4,}$"
+#: File (object) name of a version's server optimizer state, beside the weights.
+SERVER_STATE_FILE = "server-state.safetensors"
 _VERSION_RE = re.compile(VERSION_PATTERN)
 _JOB_RE = re.compile(NAME_PATTERN)
 _MAX_JOB = 63
@@ -120,10 +124,16 @@ class NewVersion(SpecModel):
         return _finite_metrics(value)
 
     def complete(
-        self, job: str, version: str, sha256: str, size_bytes: int, tensors: list[TensorInfo]
+        self,
+        job: str,
+        version: str,
+        sha256: str,
+        size_bytes: int,
+        tensors: list[TensorInfo],
+        server_state_sha256: str | None = None,
     ) -> VersionMetadata:
         """The full metadata of the version being written: every caller-supplied field, plus
-        what the repository knows (name, time, content hash, size, tensors)."""
+        what the repository knows (name, time, content hashes, size, tensors)."""
         return VersionMetadata(
             **self.model_dump(),
             job=job,
@@ -132,6 +142,7 @@ class NewVersion(SpecModel):
             sha256=sha256,
             size_bytes=size_bytes,
             tensors=tensors,
+            server_state_sha256=server_state_sha256,
         )
 
 
@@ -157,6 +168,10 @@ class VersionMetadata(SpecModel):
     #: a restarted coordinator resumes only from versions of its own run.
     run_id: str | None = None
     tensors: list[TensorInfo] = Field(default_factory=list)
+    #: sha256 of the server optimizer's state stored with the version (FedAdam/FedYogi/
+    #: FedAdagrad moments, :data:`SERVER_STATE_FILE`), so that a restarted coordinator goes on
+    #: with them; ``None``: the version has none.
+    server_state_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     #: The earlier version whose weights a rollback version repeats (``None`` otherwise).
     rolled_back_from: str | None = Field(default=None, pattern=VERSION_PATTERN)
 
@@ -189,19 +204,50 @@ def tensor_infos(weights: Mapping[str, np.ndarray]) -> list[TensorInfo]:
     return [TensorInfo(name=k, shape=[int(d) for d in np.shape(a)]) for k, a in weights.items()]
 
 
+def encode_server_state(
+    state: Mapping[str, np.ndarray] | None,
+) -> tuple[bytes | None, str | None]:
+    """The safetensors bytes of a server optimizer state and their sha256 (``None`` if empty)."""
+    if not state:
+        return None, None
+    payload = to_safetensors_bytes(state)
+    return payload, hashlib.sha256(payload).hexdigest()
+
+
+def decode_server_state(meta: VersionMetadata, data: bytes, where: str) -> dict[str, np.ndarray]:
+    """Check stored server-state bytes against the metadata's sha256 and parse them."""
+    if hashlib.sha256(data).hexdigest() != meta.server_state_sha256:
+        raise RepositoryError(
+            f"{meta.job}/{meta.version}: {where} does not match its recorded sha256; it was "
+            "modified or corrupted"
+        )
+    return from_safetensors_bytes(data)
+
+
 class ModelRepository(ABC):
     """Versioned store of model weights (safetensors) and their metadata."""
 
     @abstractmethod
     def write_version(
-        self, job: str, weights: Mapping[str, np.ndarray], meta: NewVersion
+        self,
+        job: str,
+        weights: Mapping[str, np.ndarray],
+        meta: NewVersion,
+        server_state: Mapping[str, np.ndarray] | None = None,
     ) -> VersionMetadata:
         """Store ``weights`` as the job's next version and return its metadata.
 
         The version name is the next free ``vNNNN``; it is never reused, even when several
         writers race. The write is all or nothing: a failure or crash leaves no visible version.
         Raises RepositoryError for weights that are empty, not float32, or contain NaN/Inf.
+        ``server_state`` (the server optimizer's tensors, if any) is stored with the version,
+        in the same all-or-nothing write, as :data:`SERVER_STATE_FILE`.
         """
+
+    @abstractmethod
+    def read_server_state(self, job: str, version: str) -> dict[str, np.ndarray]:
+        """The server optimizer state stored with the version (empty when it has none),
+        after checking its sha256."""
 
     @abstractmethod
     def list_versions(self, job: str) -> list[VersionMetadata]:

@@ -29,6 +29,7 @@ import numpy as np
 
 from fedcare.errors import RepositoryError
 from fedcare.repository.base import (
+    SERVER_STATE_FILE,
     VERSION_PATTERN,
     ModelRepository,
     NewVersion,
@@ -36,6 +37,8 @@ from fedcare.repository.base import (
     VersionMetadata,
     check_job,
     check_version,
+    decode_server_state,
+    encode_server_state,
     version_name,
 )
 from fedcare.repository.safetensors_io import from_safetensors_bytes, to_safetensors_bytes
@@ -173,11 +176,16 @@ class LocalRepository(ModelRepository):
     # Writing
 
     def write_version(
-        self, job: str, weights: Mapping[str, np.ndarray], meta: NewVersion
+        self,
+        job: str,
+        weights: Mapping[str, np.ndarray],
+        meta: NewVersion,
+        server_state: Mapping[str, np.ndarray] | None = None,
     ) -> VersionMetadata:
         """Store ``weights`` as the next version of ``job``; all or nothing (see module doc)."""
         job_dir = self._job_dir(job)
         payload = to_safetensors_bytes(weights)  # validates: float32, finite, non-empty
+        state = encode_server_state(server_state)
         tensors = [
             TensorInfo(name=name, shape=[int(d) for d in np.shape(arr)])
             for name, arr in weights.items()
@@ -202,7 +210,7 @@ class LocalRepository(ModelRepository):
         except OSError as exc:
             raise RepositoryError(f"cannot create {tmp}: {exc.strerror or exc}") from exc
         try:
-            return self._publish(job, job_dir, tmp, payload, sha256, tensors, meta)
+            return self._publish(job, job_dir, tmp, payload, sha256, tensors, meta, state)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -216,19 +224,28 @@ class LocalRepository(ModelRepository):
         sha256: str,
         tensors: list[TensorInfo],
         meta: NewVersion,
+        state: tuple[bytes | None, str | None] = (None, None),
     ) -> VersionMetadata:
-        """Write both files into ``tmp`` and rename it to the next free version name."""
-        try:
-            _write_durable(tmp / WEIGHTS_FILE, payload)
-        except OSError as exc:
-            raise RepositoryError(
-                f"cannot write {tmp / WEIGHTS_FILE}: {exc.strerror or exc}"
-            ) from exc
+        """Write the files into ``tmp`` (metadata last) and rename it to the next free name."""
+        state_bytes, state_sha = state
+        files = [(WEIGHTS_FILE, payload)]
+        if state_bytes is not None:
+            files.append((SERVER_STATE_FILE, state_bytes))
+        for name, data in files:
+            try:
+                _write_durable(tmp / name, data)
+            except OSError as exc:
+                raise RepositoryError(f"cannot write {tmp / name}: {exc.strerror or exc}") from exc
         number = self._next_number(job_dir)
         for _ in range(_MAX_ATTEMPTS):
             version = version_name(number)
             record = meta.complete(
-                job=job, version=version, sha256=sha256, size_bytes=len(payload), tensors=tensors
+                job=job,
+                version=version,
+                sha256=sha256,
+                size_bytes=len(payload),
+                tensors=tensors,
+                server_state_sha256=state_sha,
             )
             try:
                 _write_durable(tmp / METADATA_FILE, record.to_json_bytes())
@@ -294,6 +311,20 @@ class LocalRepository(ModelRepository):
                 "or corrupted"
             )
         return from_safetensors_bytes(data)
+
+    def read_server_state(self, job: str, version: str) -> dict[str, np.ndarray]:
+        """The server optimizer state stored with ``job``/``version`` (empty: none)."""
+        meta = self.get(job, version)
+        if meta.server_state_sha256 is None:
+            return {}
+        path = self._version_dir(job, version) / SERVER_STATE_FILE
+        if not path.is_file():
+            raise RepositoryError(f"{job}/{version}: server state file {path} is missing")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise RepositoryError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        return decode_server_state(meta, data, str(path))
 
     def open_weights_stream(
         self, job: str, version: str, chunk_size: int = 1 << 20

@@ -53,11 +53,14 @@ import numpy as np
 
 from fedcare.errors import RepositoryError
 from fedcare.repository.base import (
+    SERVER_STATE_FILE,
     ModelRepository,
     NewVersion,
     VersionMetadata,
     check_job,
     check_version,
+    decode_server_state,
+    encode_server_state,
     tensor_infos,
     version_name,
 )
@@ -315,24 +318,38 @@ class S3Repository(ModelRepository):
     # Writing
 
     def write_version(
-        self, job: str, weights: Mapping[str, np.ndarray], meta: NewVersion
+        self,
+        job: str,
+        weights: Mapping[str, np.ndarray],
+        meta: NewVersion,
+        server_state: Mapping[str, np.ndarray] | None = None,
     ) -> VersionMetadata:
         """Store ``weights`` as the next version of ``job``; all or nothing (see module doc)."""
         check_job(job)
         payload = to_safetensors_bytes(weights)  # validates: float32, finite, non-empty
+        state_bytes, state_sha = encode_server_state(server_state)
         tensors = tensor_infos(weights)
         sha256 = hashlib.sha256(payload).hexdigest()
         version = self._claim(job)
         claim_key = self._key(job, version, CLAIM_OBJECT)
         weights_key = self._key(job, version, WEIGHTS_OBJECT)
+        state_key = self._key(job, version, SERVER_STATE_FILE)
         try:
             record = meta.complete(
-                job=job, version=version, sha256=sha256, size_bytes=len(payload), tensors=tensors
+                job=job,
+                version=version,
+                sha256=sha256,
+                size_bytes=len(payload),
+                tensors=tensors,
+                server_state_sha256=state_sha,
             )
             self._upload_weights(weights_key, payload)
+            if state_bytes is not None:
+                self._upload_weights(state_key, state_bytes)
+            # The metadata object last: the version is visible only once everything is there.
             self._put_metadata(self._key(job, version, METADATA_OBJECT), record.to_json_bytes())
         except BaseException:
-            self._delete_quietly(weights_key, claim_key)
+            self._delete_quietly(weights_key, state_key, claim_key)
             raise
         return record
 
@@ -451,6 +468,15 @@ class S3Repository(ModelRepository):
                 "modified or corrupted"
             )
         return from_safetensors_bytes(data)
+
+    def read_server_state(self, job: str, version: str) -> dict[str, np.ndarray]:
+        """The server optimizer state stored with ``job``/``version`` (empty: none)."""
+        meta = self._read_meta(job, version)
+        if meta.server_state_sha256 is None:
+            return {}
+        key = self._key(job, version, SERVER_STATE_FILE)
+        data = self._get_bytes(key, f"{job}/{version}: {self._where(key)} is missing")
+        return decode_server_state(meta, data, self._where(key))
 
     def open_weights_stream(
         self, job: str, version: str, chunk_size: int = 1 << 20

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +35,16 @@ class Strategy(ABC):  # noqa: B024 - each subclass implements one of the two met
     ) -> F32:
         """Return the next global weights from every accepted delta and its sample weight."""
         raise NotImplementedError(f"{self.name} aggregates a streaming mean")
+
+    def state(self) -> dict[str, F32]:
+        """What the strategy carries from round to round (stored with each model version, so
+        that a restarted coordinator goes on with it); stateless strategies carry nothing."""
+        return {}
+
+    def load_state(self, state: Mapping[str, F32]) -> None:
+        """Take up a :meth:`state` stored with the version a restarted coordinator resumes."""
+        if state:
+            raise ValueError(f"{self.name} keeps no state, got {sorted(state)}")
 
 
 def stack_updates(deltas: Sequence[F32]) -> npt.NDArray[np.float32]:

@@ -17,6 +17,7 @@ return new arrays and leave their inputs alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -90,8 +91,9 @@ def fedyogi_step(
 class FedOpt(Strategy):
     """Common state of the server optimizers: ``m`` and ``v`` live across rounds.
 
-    The state is held in memory (two model-sized float32 vectors); a new instance starts
-    from zero moments.
+    The state (two model-sized float32 vectors and the step count) is held in memory and
+    stored with every model version (:meth:`state`), so a coordinator restarted mid-job goes
+    on with the moments it had; a new job starts from zero moments.
     """
 
     #: Flower's defaults for each optimizer; subclasses override.
@@ -135,6 +137,24 @@ class FedOpt(Strategy):
         new, self.m, self.v = self._update(global_weights, mean_delta, m, v)
         self.rounds += 1
         return new
+
+    def state(self) -> dict[str, F32]:
+        """The moments and the step count (empty before the first step)."""
+        if self.m is None or self.v is None:
+            return {}
+        return {"m": self.m, "v": self.v, "steps": np.array([self.rounds], dtype=np.float32)}
+
+    def load_state(self, state: Mapping[str, F32]) -> None:
+        """Take up stored moments (an empty state: zero moments, as at a job's start)."""
+        if not state:
+            self.m = self.v = None
+            self.rounds = 0
+            return
+        if set(state) != {"m", "v", "steps"} or state["m"].shape != state["v"].shape:
+            raise ValueError(f"{self.name}: malformed server optimizer state {sorted(state)}")
+        self.m = np.ascontiguousarray(state["m"], dtype=np.float32).reshape(-1)
+        self.v = np.ascontiguousarray(state["v"], dtype=np.float32).reshape(-1)
+        self.rounds = int(state["steps"].reshape(-1)[0])
 
 
 class FedAdagrad(FedOpt):
