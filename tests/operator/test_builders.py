@@ -115,6 +115,44 @@ def test_coordinator_configmap_deployment_and_service() -> None:
     assert svc["spec"]["selector"] == spec["selector"]["matchLabels"]
 
 
+def test_repository_storage_of_the_coordinator() -> None:
+    """Without settings the working folder is an emptyDir; spec.repository can make it a claim,
+    and give an S3 endpoint and a credentials Secret (mounted read-only, named in the env)."""
+    job = _job()
+    cm = builders.coordinator_config_map(job, "fedcare-operator", "uid-1")
+    pod = builders.coordinator_deployment(job, "img:1", "IfNotPresent", cm)["spec"]["template"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["work"] == {"name": "work", "emptyDir": {}}
+    assert "s3-credentials" not in volumes
+    env = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+    assert not env & {"FEDCARE_S3_ENDPOINT_URL", "FEDCARE_S3_CREDENTIALS_DIR"}
+
+    body = _body()
+    body["spec"]["repository"] = {
+        "uri": "s3://models/consortium",
+        "endpoint": "http://minio.storage:9000",
+        "credentialsSecret": "minio-fedcare",
+        "persistentVolumeClaim": "readmission-work",
+    }
+    job = builders.parse_job(body)
+    cm = builders.coordinator_config_map(job, "fedcare-operator", "uid-1")
+    pod = builders.coordinator_deployment(job, "img:1", "IfNotPresent", cm)["spec"]["template"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["work"]["persistentVolumeClaim"] == {"claimName": "readmission-work"}
+    assert volumes["s3-credentials"]["secret"]["secretName"] == "minio-fedcare"
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["FEDCARE_S3_ENDPOINT_URL"] == "http://minio.storage:9000"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert env["FEDCARE_S3_CREDENTIALS_DIR"] == mounts["s3-credentials"]["mountPath"]
+    assert mounts["s3-credentials"]["readOnly"] is True
+    assert mounts["work"]["mountPath"] == "/var/lib/fedcare"
+
+    body["spec"]["repository"] = {"uri": "file://models", "credentialsSecret": "minio-fedcare"}
+    with pytest.raises(InvalidSpec, match=r"spec.repository: .*credentialsSecret applies to s3"):
+        builders.parse_job(body)
+
+
 def test_every_child_is_labelled() -> None:
     job = _job()
     ca = certs.new_ca("readmission")

@@ -66,8 +66,11 @@ CA_DIR: Final = "/etc/fedcare/ca"
 #: The enrollment token store in the coordinator pod (``kubectl exec ... fedcare token create``).
 TOKENS_FILE: Final = "/var/lib/fedcare/tokens.json"
 TRAINER_CONFIG: Final = "/etc/fedcare/trainer.yaml"
-#: The coordinator's working folder (an emptyDir): relative ``file://`` repositories live here.
+#: The coordinator's working folder (an emptyDir, or ``spec.repository.persistentVolumeClaim``):
+#: relative ``file://`` repositories and the enrollment tokens live here.
 WORK_DIR: Final = "/var/lib/fedcare"
+#: Where ``spec.repository.credentialsSecret`` is mounted in the coordinator pod.
+S3_CREDENTIALS_DIR: Final = "/etc/fedcare/s3"
 #: Non-root user and group of every pod the operator builds (the runtime image's ``fedcare``).
 RUN_AS: Final = 10001
 #: Trainer pod retries before its Job fails.
@@ -398,12 +401,38 @@ def _secret_volume(name: str, secret: str) -> JsonDict:
     return {"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}}
 
 
+def _repository_storage(job: FederatedJob) -> tuple[list[JsonDict], list[JsonDict], JsonDict]:
+    """What ``spec.repository`` adds to the coordinator: ``(env, extra mounts, work volume)``.
+
+    The working folder (relative ``file://`` repositories, enrollment tokens) is the named
+    PersistentVolumeClaim, else an ``emptyDir`` (lost with the pod). An S3 endpoint and a
+    credentials Secret reach :mod:`fedcare.repository.s3` through its environment variables.
+    """
+    repo = job.spec.repository
+    env: list[JsonDict] = []
+    mounts: list[JsonDict] = []
+    if repo.endpoint is not None:
+        env.append({"name": "FEDCARE_S3_ENDPOINT_URL", "value": repo.endpoint})
+    if repo.credentials_secret is not None:
+        env.append({"name": "FEDCARE_S3_CREDENTIALS_DIR", "value": S3_CREDENTIALS_DIR})
+        mounts.append({"name": "s3-credentials", "mountPath": S3_CREDENTIALS_DIR, "readOnly": True})
+    work: JsonDict = (
+        {"name": "work", "persistentVolumeClaim": {"claimName": repo.persistent_volume_claim}}
+        if repo.persistent_volume_claim is not None
+        else {"name": "work", "emptyDir": {}}
+    )
+    return env, mounts, work
+
+
 def coordinator_deployment(
     job: FederatedJob, image: str, pull_policy: str, config_map: Mapping[str, Any]
 ) -> JsonDict:
     """The coordinator Deployment: one replica, Recreate (never two coordinators at once)."""
     name = job.metadata.name
     config_text = str(config_map["data"]["coordinator.yaml"])
+    repo_env, repo_mounts, work_volume = _repository_storage(job)
+    credentials = job.spec.repository.credentials_secret
+    extra_volumes = [] if credentials is None else [_secret_volume("s3-credentials", credentials)]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -434,6 +463,7 @@ def coordinator_deployment(
                             "env": [
                                 {"name": "PYTHONUNBUFFERED", "value": "1"},
                                 {"name": "HOME", "value": "/tmp"},
+                                *repo_env,
                             ],
                             "ports": [
                                 {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -467,6 +497,7 @@ def coordinator_deployment(
                                 {"name": "ca", "mountPath": CA_DIR, "readOnly": True},
                                 {"name": "work", "mountPath": WORK_DIR},
                                 {"name": "tmp", "mountPath": "/tmp"},
+                                *repo_mounts,
                             ],
                         }
                     ],
@@ -474,8 +505,9 @@ def coordinator_deployment(
                         {"name": "config", "configMap": {"name": coordinator_name(name)}},
                         _secret_volume("tls", coordinator_tls_secret_name(name)),
                         _secret_volume("ca", ca_secret_name(name)),
-                        {"name": "work", "emptyDir": {}},
+                        work_volume,
                         {"name": "tmp", "emptyDir": {}},
+                        *extra_volumes,
                     ],
                 },
             },

@@ -106,8 +106,15 @@ class LocalRun:
         clients = {p.name: issue_client_cert(ca, pki, p.name) for p in self.job.spec.participants}
         return ca, server, observer, clients
 
-    def _spawn(self, name: str, role: str, config: Path, threads: int | None = None) -> None:
-        env = dict(os.environ)
+    def _spawn(
+        self,
+        name: str,
+        role: str,
+        config: Path,
+        threads: int | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        env = dict(os.environ) | (extra_env or {})
         env.setdefault("PYTHONUNBUFFERED", "1")
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
@@ -158,7 +165,10 @@ class LocalRun:
 
     def start_coordinator(self) -> str:
         """Start the coordinator process; returns its gRPC endpoint once it serves."""
-        self._spawn("coordinator", "coordinator", self.coordinator_config)
+        endpoint = self.job.spec.repository.endpoint
+        # ``spec.repository.endpoint`` reaches the S3 client as the Kubernetes pod gets it.
+        extra = {"FEDCARE_S3_ENDPOINT_URL": endpoint} if endpoint is not None else None
+        self._spawn("coordinator", "coordinator", self.coordinator_config, extra_env=extra)
         ports = self._wait_ports(self.port_file)
         self.http_port = ports["http"]
         self.endpoint = f"127.0.0.1:{ports['grpc']}"

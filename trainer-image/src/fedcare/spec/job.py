@@ -264,9 +264,36 @@ class EvaluationSpec(SpecModel):
 
 
 class RepositorySpec(SpecModel):
-    """Where model versions are stored."""
+    """Where model versions are stored.
+
+    ``uri`` is ``file://`` (a folder; relative paths are relative to the coordinator's working
+    folder) or ``s3://bucket/prefix``. Under the operator, the coordinator's working folder is
+    an ``emptyDir`` unless ``persistentVolumeClaim`` names a claim: a ``file://`` repository on
+    an ``emptyDir`` is lost with the pod, so production jobs set one of the two.
+    """
 
     uri: str = Field(default="file://./fedcare-models", pattern=r"^(file|s3)://.+")
+    #: s3:// only: an S3-compatible endpoint (MinIO, Ceph RGW...); else AWS's own.
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    #: s3:// only, Kubernetes only: a Secret in the job's namespace with the keys
+    #: ``access_key_id`` and ``secret_access_key`` (and optionally ``session_token``), mounted
+    #: into the coordinator. Without it boto3's chain applies (IRSA, instance role...).
+    credentials_secret: Name | None = None
+    #: Kubernetes only: a PersistentVolumeClaim (in the job's namespace) mounted as the
+    #: coordinator's working folder, so that a relative ``file://`` repository and the
+    #: enrollment tokens survive the coordinator pod.
+    persistent_volume_claim: Name | None = None
+
+    @model_validator(mode="after")
+    def _s3_settings_need_s3(self) -> RepositorySpec:
+        if not self.uri.startswith("s3://"):
+            for field, value in (
+                ("endpoint", self.endpoint),
+                ("credentialsSecret", self.credentials_secret),
+            ):
+                if value is not None:
+                    raise ValueError(f"{field} applies to s3:// repositories only")
+        return self
 
 
 class DataFormat(StrEnum):
