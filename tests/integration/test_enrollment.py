@@ -142,6 +142,14 @@ def test_token_reuse_wrong_name_and_unknown_token_are_refused(tmp_path: Path) ->
         assert [r.used_at for r in store.records() if r.participant == "site-f"] == [None]
     finally:
         coordinator.stop()
+    # A restarted coordinator (same token store) admits the site that enrolled, and only it.
+    restarted = _coordinator(tmp_path, ca, server)
+    try:
+        assert store.enrolled(JOB) == ["site-c"] and store.enrolled("another-job") == []
+        assert restarted.engine.is_participant("site-c")
+        assert not any(restarted.engine.is_participant(n) for n in ("site-d", "site-e", "site-f"))
+    finally:
+        restarted.stop()
 
 
 def test_an_enrolled_site_joins_and_trains(tmp_path: Path) -> None:

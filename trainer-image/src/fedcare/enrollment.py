@@ -161,6 +161,11 @@ class TokenStore:
                 used_at=entry["usedAt"],
             )
 
+    def enrolled(self, job: str) -> list[str]:
+        """The names that enrolled in ``job`` (their token was redeemed), sorted; a restarted
+        coordinator admits them again, since their certificates stay valid."""
+        return sorted({r.participant for r in self.records() if r.job == job and r.used_at})
+
     def records(self) -> list[TokenRecord]:
         """Every token's record (for listing; tokens themselves are not stored)."""
         with self._locked() as tokens:

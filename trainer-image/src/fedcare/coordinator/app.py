@@ -128,6 +128,11 @@ class Coordinator:
         self.enroll_port = 0
         if config.enrollment is not None:
             self._enroll_server, self.enroll_port = _enrollment_server(config, self.engine)
+            from fedcare.enrollment import TokenStore
+
+            # Sites enrolled before a restart keep their certificates: admit them again.
+            for name in TokenStore(config.enrollment.tokens_file).enrolled(job.metadata.name):
+                self.engine.allow(name)
         self._started = False
 
     def start(self) -> Coordinator:
