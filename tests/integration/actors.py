@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import yaml
 
 from fedcare.local import LocalRun
 from fedcare.pki import CertPair
@@ -23,11 +24,24 @@ from fedcare.transport._generated import coordinator_pb2_grpc as pb_grpc
 SERVER_NAME = "fedcare-coordinator"
 
 
-def start_job(manifest: Path, workdir: Path, capture_dir: Path | None = None) -> LocalRun:
-    """Prepare a local run and start its coordinator (no trainers yet)."""
+def start_job(
+    manifest: Path,
+    workdir: Path,
+    capture_dir: Path | None = None,
+    participants_file: Path | None = None,
+) -> LocalRun:
+    """Prepare a local run and start its coordinator (no trainers yet).
+
+    ``participants_file`` goes into the coordinator's config (``participantsFile``), as the
+    operator sets it in a pod.
+    """
     job = load_model(FederatedJob, manifest)
     run = LocalRun(job=job, workdir=workdir, capture_dir=capture_dir)
     run.prepare()
+    if participants_file is not None:
+        config = yaml.safe_load(run.coordinator_config.read_text())
+        config["participantsFile"] = str(participants_file)
+        run.coordinator_config.write_text(yaml.safe_dump(config, sort_keys=False))
     run.start_coordinator()
     return run
 

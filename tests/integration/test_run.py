@@ -121,3 +121,10 @@ def test_bad_manifests_give_one_line_errors(make_job: JobFactory, tmp_path: Path
     path.write_text(yaml.safe_dump(missing))
     line = _one_line_error(_fedcare("run", str(path)))
     assert "spec.participants[0].data.path" in line and "no such file" in line
+
+    # Valid for the operator (sites may enroll later), never met by `fedcare run`.
+    short = dict(good, spec=dict(good["spec"], minParticipants=4))
+    path.write_text(yaml.safe_dump(short))
+    assert _fedcare("validate", str(path)).returncode == 0
+    line = _one_line_error(_fedcare("run", str(path)))
+    assert "spec.minParticipants: 4 sites needed" in line and "only the 3 listed" in line

@@ -153,6 +153,47 @@ def test_repository_storage_of_the_coordinator() -> None:
         builders.parse_job(body)
 
 
+def test_participants_configmap_lists_sites_beyond_the_inline_ones() -> None:
+    """Participant objects naming the job, by site identity, minus its inline sites; the
+    coordinator reads the list from a folder mount (so kubelet can swap in updates)."""
+    job = _job()
+    inline = {site.name for site in job.spec.participants}
+
+    def obj(name: str, job_name: str = "readmission", site: str | None = None) -> dict[str, Any]:
+        labels = {builders.PARTICIPANT_LABEL: site} if site else {}
+        return {"metadata": {"name": name, "labels": labels}, "spec": {"job": {"name": job_name}}}
+
+    found = [
+        obj("readmission-st-mary", site="st-mary"),  # inline: admitted by the spec already
+        obj("west-valley"),
+        obj("east-lab", site="east-laboratory"),
+        obj("other", job_name="another-job"),
+        obj("west-valley"),
+    ]
+    sites = builders.admitted_sites("readmission", inline, found)
+    assert sites == ["east-laboratory", "west-valley"]
+    cm = builders.participants_config_map("readmission", "hospitals", sites)
+    assert cm["metadata"]["name"] == "readmission-coordinator-participants"
+    assert cm["data"]["names"].splitlines()[1:] == ["east-laboratory", "west-valley"]
+
+    config_map = builders.coordinator_config_map(job, "fedcare-operator", "uid-1")
+    config = CoordinatorConfig.model_validate(
+        yaml.safe_load(config_map["data"]["coordinator.yaml"])
+    )
+    assert config.participants_file == "/etc/fedcare/participants/names"
+    pod = builders.coordinator_deployment(job, "img:1", "IfNotPresent", config_map)["spec"][
+        "template"
+    ]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["participants"]["configMap"]["name"] == cm["metadata"]["name"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "participants"]
+    assert mount == {
+        "name": "participants",
+        "mountPath": "/etc/fedcare/participants",
+        "readOnly": True,
+    }
+
+
 def test_every_child_is_labelled() -> None:
     job = _job()
     ca = certs.new_ca("readmission")

@@ -5,7 +5,8 @@ does what a kubelet would for the pods the operator builds, on this machine:
 
 - each volume is materialized under the pod's own temporary folder: a ConfigMap's or Secret's
   keys become files (Secret keys decoded, mode 0600), an ``emptyDir`` an empty folder; a
-  ``hostPath`` is the host folder itself (PVCs are not supported);
+  ``hostPath`` is the host folder itself (PVCs are not supported); :meth:`FakeKubelet.resync`
+  refreshes a running pod's ConfigMap files, as kubelet's periodic sync does;
 - every in-pod path (each ``volumeMounts[].mountPath``: ``/etc/fedcare/...``,
   ``/var/lib/fedcare``, ``/tmp``, the dataset folder) is rewritten to where it was materialized,
   in the command, the environment, the working folder and the text of mounted ConfigMaps;
@@ -21,7 +22,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ class FakeKubelet:
         self.replace = dict(replace)
         self.namespace = namespace
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        #: Per started pod: its volumes, their folders and its path rewriter (for resync).
+        self._pods: dict[str, tuple[dict[str, Any], dict[str, Path], Callable[[str], str]]] = {}
 
     def _get(self, kind: str, name: str) -> dict[str, Any]:
         result = self.api.request("GET", f"/api/v1/namespaces/{self.namespace}/{kind}/{name}")
@@ -88,10 +91,8 @@ class FakeKubelet:
                 text = text.replace(old, new)
             return pattern.sub(lambda m: mounts[m.group(1)], text)
 
-        for vname, folder in materialized.items():
-            if "configMap" in volumes[vname]:
-                for path in folder.iterdir():
-                    path.write_text(rewrite(path.read_text()))
+        self._pods[name] = (volumes, materialized, rewrite)
+        self._write_config_maps(name)
         command = [
             rewrite(arg) for arg in [*container.get("command", []), *container.get("args", [])]
         ]
@@ -114,6 +115,22 @@ class FakeKubelet:
         log.close()
         self.processes[name] = proc
         return proc
+
+    def _write_config_maps(self, name: str) -> None:
+        volumes, materialized, rewrite = self._pods[name]
+        for vname, folder in materialized.items():
+            if "configMap" in volumes[vname]:
+                cm = self._get("configmaps", volumes[vname]["configMap"]["name"])
+                for key, value in (cm.get("data") or {}).items():
+                    # Replace, as kubelet swaps a symlink: a reader sees old or new, never half.
+                    tmp = folder / f".{key}.tmp"
+                    tmp.write_text(rewrite(value))
+                    tmp.replace(folder / key)
+
+    def resync(self, name: str) -> None:
+        """Refresh a started pod's ConfigMap volumes from the API server, as kubelet does
+        periodically (about once a minute) for folder mounts."""
+        self._write_config_maps(name)
 
     def log(self, name: str) -> str:
         """What process ``name`` printed so far."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -69,6 +69,9 @@ TRAINER_CONFIG: Final = "/etc/fedcare/trainer.yaml"
 #: The coordinator's working folder (an emptyDir, or ``spec.repository.persistentVolumeClaim``):
 #: relative ``file://`` repositories and the enrollment tokens live here.
 WORK_DIR: Final = "/var/lib/fedcare"
+#: Where the coordinator pod sees the participants ConfigMap (file ``names``), re-read live.
+PARTICIPANTS_DIR: Final = "/etc/fedcare/participants"
+PARTICIPANTS_KEY: Final = "names"
 #: Where ``spec.repository.credentialsSecret`` is mounted in the coordinator pod.
 S3_CREDENTIALS_DIR: Final = "/etc/fedcare/s3"
 #: Non-root user and group of every pod the operator builds (the runtime image's ``fedcare``).
@@ -191,6 +194,46 @@ def site_identity(participant: Mapping[str, Any]) -> str:
     meta = participant.get("metadata") or {}
     ident = (meta.get("labels") or {}).get(PARTICIPANT_LABEL)
     return str(ident or meta.get("name", ""))
+
+
+def site_of(participant: Participant) -> str:
+    """:func:`site_identity` of a parsed Participant (the name in its certificate)."""
+    return participant.metadata.labels.get(PARTICIPANT_LABEL, participant.metadata.name)
+
+
+def admitted_sites(
+    job: str, inline: Collection[str], participants: Iterable[Mapping[str, Any]]
+) -> list[str]:
+    """Sites the coordinator must admit beyond the job's inline ones: every Participant object
+    (of the job's namespace) that names ``job``, by site identity, sorted."""
+    sites = {
+        site_identity(body)
+        for body in participants
+        if ((body.get("spec") or {}).get("job") or {}).get("name") == job
+    }
+    return sorted(s for s in sites if s and s not in inline)
+
+
+def participants_config_map_name(job: str) -> str:
+    """Name of the ConfigMap listing the sites admitted beyond the inline ones."""
+    return child_name(job, "coordinator", "participants")
+
+
+def participants_config_map(job: str, namespace: str | None, sites: Sequence[str]) -> JsonDict:
+    """The ConfigMap the coordinator re-reads for further sites (``participantsFile``)."""
+    text = "# sites admitted beyond spec.participants (kept by fedcare-operator)\n" + "".join(
+        f"{site}\n" for site in sites
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": participants_config_map_name(job),
+            "namespace": namespace,
+            "labels": labels(job, "coordinator"),
+        },
+        "data": {PARTICIPANTS_KEY: text},
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +366,7 @@ def participant_tls_secret(participant: Participant, ca_cert: bytes, client: Pem
     """A Participant's client-certificate Secret."""
     pname = participant.metadata.name
     job = participant.spec.job.name
-    site = participant.metadata.labels.get(PARTICIPANT_LABEL, pname)
+    site = site_of(participant)
     return tls_secret(
         participant_tls_secret_name(pname),
         participant.metadata.namespace,
@@ -355,6 +398,7 @@ def coordinator_config(job: FederatedJob, observer: str, run_id: str | None) -> 
         observers=[observer],
         run_id=run_id,
         exit_on_completion=False,
+        participants_file=f"{PARTICIPANTS_DIR}/{PARTICIPANTS_KEY}",
         enrollment=EnrollmentConfig(
             listen=f"0.0.0.0:{ENROLL_PORT}", tokens_file=TOKENS_FILE, ca_key=f"{CA_DIR}/ca.key"
         ),
@@ -497,6 +541,12 @@ def coordinator_deployment(
                                 {"name": "ca", "mountPath": CA_DIR, "readOnly": True},
                                 {"name": "work", "mountPath": WORK_DIR},
                                 {"name": "tmp", "mountPath": "/tmp"},
+                                # A folder, not a subPath: kubelet swaps in updated contents.
+                                {
+                                    "name": "participants",
+                                    "mountPath": PARTICIPANTS_DIR,
+                                    "readOnly": True,
+                                },
                                 *repo_mounts,
                             ],
                         }
@@ -507,6 +557,10 @@ def coordinator_deployment(
                         _secret_volume("ca", ca_secret_name(name)),
                         work_volume,
                         {"name": "tmp", "emptyDir": {}},
+                        {
+                            "name": "participants",
+                            "configMap": {"name": participants_config_map_name(name)},
+                        },
                         *extra_volumes,
                     ],
                 },
@@ -572,7 +626,7 @@ def trainer_config(participant: Participant, endpoint: str, server_name: str) ->
     """The trainer process's config in the pod."""
     res = participant.spec.resources
     return TrainerConfig(
-        participant=participant.metadata.labels.get(PARTICIPANT_LABEL, participant.metadata.name),
+        participant=site_of(participant),
         job=participant.spec.job.name,
         coordinator=endpoint,
         server_name=server_name,
@@ -595,7 +649,7 @@ def _whole_cpus(cpu: str) -> int:
 def trainer_config_map(participant: Participant, endpoint: str, server_name: str) -> JsonDict:
     """The ConfigMap with ``trainer.yaml``."""
     pname = participant.metadata.name
-    site = participant.metadata.labels.get(PARTICIPANT_LABEL, pname)
+    site = site_of(participant)
     text = yaml.safe_dump(
         trainer_config(participant, endpoint, server_name).to_json_dict(), sort_keys=False
     )
@@ -635,7 +689,7 @@ def trainer_job(
     """The trainer Job of one Participant."""
     pname = participant.metadata.name
     job = participant.spec.job.name
-    site = participant.metadata.labels.get(PARTICIPANT_LABEL, pname)
+    site = site_of(participant)
     spec = participant.spec
     res = spec.resources
     limits: JsonDict = {"memory": res.memory}
@@ -714,7 +768,10 @@ __all__ = [
     "GRPC_PORT",
     "HTTP_PORT",
     "JOB_LABEL",
+    "PARTICIPANTS_DIR",
+    "PARTICIPANTS_KEY",
     "PARTICIPANT_LABEL",
+    "S3_CREDENTIALS_DIR",
     "TLS_DIR",
     "TOKENS_FILE",
     "TRAINER_CONFIG",
@@ -722,6 +779,7 @@ __all__ = [
     "WORK_DIR",
     "InvalidSpec",
     "Pem",
+    "admitted_sites",
     "ca_secret",
     "ca_secret_name",
     "child_name",
@@ -742,11 +800,14 @@ __all__ = [
     "participant_name",
     "participant_tls_secret",
     "participant_tls_secret_name",
+    "participants_config_map",
+    "participants_config_map_name",
     "secret_bytes",
     "selector",
     "server_sans",
     "service_host",
     "site_identity",
+    "site_of",
     "trainer_config",
     "trainer_config_map",
     "trainer_job",

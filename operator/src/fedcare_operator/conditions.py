@@ -35,6 +35,10 @@ COORDINATOR_UNREACHABLE: Final = "CoordinatorUnreachable"
 COORDINATOR_REACHABLE: Final = "CoordinatorReachable"
 #: The Participant's job is not in this cluster and the Participant has no enrollment token.
 JOB_NOT_FOUND: Final = "JobNotFound"
+#: The Participant's job is in this cluster but not one of its inline sites: its name is in
+#: the coordinator's participants ConfigMap, and the trainer starts once the coordinator
+#: has admitted it (kubelet refreshes the mounted ConfigMap within about a minute).
+WAITING_FOR_ADMISSION: Final = "WaitingForAdmission"
 #: The Participant's certificate and trainer were created.
 TRAINER_CREATED: Final = "TrainerCreated"
 #: The coordinator refused this site's enrollment (token unknown, used, expired, or issued
@@ -60,4 +64,5 @@ __all__ = [
     "READY",
     "TRAINER_CREATED",
     "TRAINING",
+    "WAITING_FOR_ADMISSION",
 ]

@@ -210,7 +210,7 @@ def reconcile_participant(
     except NotReadyYet as err:
         current.message = str(err)
         current.set_condition(
-            conditions.READY, ConditionStatus.FALSE, conditions.JOB_NOT_FOUND, str(err), generation
+            conditions.READY, ConditionStatus.FALSE, err.reason, str(err), generation
         )
         patch.status.update(_changed(status, current.to_json_dict()))
         raise kopf.TemporaryError(str(err), delay=RETRY_DELAY) from None

@@ -8,12 +8,12 @@ references; :class:`~fedcare_operator.kube.Kube` writes them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from fedcare.spec import FederatedJob, Participant
-from fedcare_operator import builders, certs
+from fedcare_operator import builders, certs, conditions
 from fedcare_operator.builders import JsonDict, Pem
 from fedcare_operator.kube import Kube
 from fedcare_operator.metrics import OperatorMetrics
@@ -24,7 +24,12 @@ Adopt = Callable[[JsonDict], None]
 
 
 class NotReadyYet(Exception):
-    """Something this step needs does not exist yet (retry later)."""
+    """Something this step needs does not exist yet (retry later); ``reason`` is the Ready
+    condition's reason meanwhile."""
+
+    def __init__(self, message: str, reason: str = conditions.JOB_NOT_FOUND) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,8 @@ def reconcile_job(
     )
     _apply(ctx, deployment, adopt, _template_changed(deployment))
     _apply(ctx, builders.coordinator_service(job), adopt, _keep)
+    inline = {site.name for site in job.spec.participants}
+    admitted = sync_admitted(ctx, name, ns, inline, adopt)
     participants = []
     for site in job.spec.participants:
         obj = builders.inline_participant(job, site)
@@ -126,11 +133,37 @@ def reconcile_job(
             builders.coordinator_tls_secret_name(name),
             builders.observer_secret_name(name),
         ],
-        "ConfigMap": [builders.coordinator_name(name)],
+        "ConfigMap": [builders.coordinator_name(name), admitted],
         "Deployment": [builders.coordinator_name(name)],
         "Service": [builders.coordinator_name(name)],
         "Participant": participants,
     }
+
+
+def sync_admitted(
+    ctx: Context, job: str, namespace: str | None, inline: Collection[str], adopt: Adopt | None
+) -> str:
+    """Bring the job's participants ConfigMap up to date with the Participant objects that name
+    the job (beyond its inline sites); returns the ConfigMap's name.
+
+    Recomputed from a fresh list every time, so concurrent callers converge. With ``adopt``
+    (the job's own reconcile) it is created if missing; without (a Participant's reconcile) it
+    must exist already.
+    """
+    api = f"{builders.GROUP}/{builders.VERSION}"
+    sites = builders.admitted_sites(job, inline, ctx.kube.list(api, "Participant", namespace))
+    desired = builders.participants_config_map(job, namespace, sites)
+    cm_name = builders.participants_config_map_name(job)
+    if adopt is not None:
+        _apply(ctx, desired, adopt, _data_changed(desired))
+        return cm_name
+    existing = ctx.kube.get("v1", "ConfigMap", namespace, cm_name)
+    if existing is None:
+        raise NotReadyYet(f"the participants ConfigMap {namespace}/{cm_name} is not created yet")
+    patch = _data_changed(desired)(existing)
+    if patch:
+        ctx.kube.patch("v1", "ConfigMap", namespace, cm_name, patch)
+    return cm_name
 
 
 def reconcile_participant(ctx: Context, part: Participant, adopt: Adopt) -> dict[str, str]:
@@ -149,7 +182,7 @@ def reconcile_participant(ctx: Context, part: Participant, adopt: Adopt) -> dict
     ca_secret = _secret(ctx, ns, builders.ca_secret_name(job_name))
     if ca_secret is None:
         raise NotReadyYet(f"the CA of FederatedJob {ns}/{job_name} is not created yet")
-    site = part.metadata.labels.get(builders.PARTICIPANT_LABEL, pname)
+    site = builders.site_of(part)
     if _secret(ctx, ns, builders.participant_tls_secret_name(pname)) is None:
         ca = Pem(
             cert=builders.secret_bytes(ca_secret, "ca.crt"),
@@ -157,6 +190,18 @@ def reconcile_participant(ctx: Context, part: Participant, adopt: Adopt) -> dict
         )
         pair = certs.client_cert(ca, site)
         _apply(ctx, builders.participant_tls_secret(part, ca.cert, pair), adopt, _keep)
+    inline = {str(p.get("name")) for p in (job.get("spec") or {}).get("participants") or []}
+    if site not in inline:
+        # A site created beside the job: list it for the coordinator, and start its trainer
+        # only once the coordinator has admitted it (it would be refused before).
+        sync_admitted(ctx, job_name, ns, inline, None)
+        listed = {p.get("name") for p in (job.get("status") or {}).get("participants") or []}
+        if site not in listed:
+            raise NotReadyYet(
+                f"waiting for the coordinator of FederatedJob {ns}/{job_name} to admit "
+                f"{site!r} (listed in {builders.participants_config_map_name(job_name)})",
+                reason=conditions.WAITING_FOR_ADMISSION,
+            )
     host = builders.service_host(job_name, ns or "default")
     endpoint = part.spec.job.endpoint or f"{host}:{builders.GRPC_PORT}"
     config_map = builders.trainer_config_map(part, endpoint, host)
@@ -187,7 +232,7 @@ def _reconcile_enrolled(ctx: Context, part: Participant, adopt: Adopt) -> dict[s
         raise builders.InvalidSpec(
             "spec.job.endpoint: required with spec.enrollment (the coordinator's gRPC endpoint)"
         )
-    site = part.metadata.labels.get(builders.PARTICIPANT_LABEL, pname)
+    site = builders.site_of(part)
     if _secret(ctx, ns, builders.participant_tls_secret_name(pname)) is None:
         token_secret = _secret(ctx, ns, enrollment.token_secret)
         if token_secret is None:

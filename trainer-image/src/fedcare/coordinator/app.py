@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 
 from fedcare.audit import AuditError, AuditLog, audit_path_for
+from fedcare.coordinator.admitted import AdmittedFile
 from fedcare.coordinator.engine import Engine
 from fedcare.coordinator.service import CoordinatorService
 from fedcare.monitoring import CoordinatorMetrics, HttpSide
@@ -133,6 +134,11 @@ class Coordinator:
             # Sites enrolled before a restart keep their certificates: admit them again.
             for name in TokenStore(config.enrollment.tokens_file).enrolled(job.metadata.name):
                 self.engine.allow(name)
+        self._admitted = (
+            AdmittedFile(config.participants_file, self.engine.allow)
+            if config.participants_file
+            else None
+        )
         self._started = False
 
     def start(self) -> Coordinator:
@@ -143,6 +149,8 @@ class Coordinator:
         self._http.start()
         if self._enroll_server is not None:
             self._enroll_server.start()
+        if self._admitted is not None:
+            self._admitted.start()
         self._started = True
         if self.config.port_file:
             target = Path(self.config.port_file)
@@ -179,6 +187,8 @@ class Coordinator:
 
     def stop(self) -> None:
         """Stop both servers."""
+        if self._admitted is not None:
+            self._admitted.stop()
         if self._enroll_server is not None:
             self._enroll_server.stop(grace=None)
         self._server.stop(grace=2.0).wait()

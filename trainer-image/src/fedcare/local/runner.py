@@ -212,6 +212,13 @@ class LocalRun:
 
     def run(self) -> FederatedJobStatus:
         """Start every process, follow the status stream to the end, return the final status."""
+        spec = self.job.spec
+        if spec.participants and len(spec.participants) < spec.min_participants:
+            # Valid under the operator (more sites may enroll); here nobody else can come.
+            raise SpecError(
+                f"spec.minParticipants: {spec.min_participants} sites needed, but `fedcare run` "
+                f"has only the {len(spec.participants)} listed inline"
+            )
         self.prepare()
         try:
             self.start_coordinator()

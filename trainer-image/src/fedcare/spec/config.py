@@ -52,6 +52,9 @@ class CoordinatorConfig(SpecModel):
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,128}$")
     #: Names admitted as participants; defaults to the job's inline participants.
     participants: list[str] | None = None
+    #: A file of further participant names (one per line), re-read while the job runs; each
+    #: new name is admitted from the next round (the operator's participants ConfigMap).
+    participants_file: str | None = None
     #: Exit once the job ends (local mode); a pod may instead keep serving its final status.
     exit_on_completion: bool = True
     #: Seconds to keep serving after the job ends, so trainers and watchers see the end.

@@ -387,11 +387,8 @@ class FederatedJobSpec(SpecModel):
         names = [p.name for p in self.participants]
         if len(set(names)) != len(names):
             raise ValueError("participant names must be unique")
-        if self.participants and len(self.participants) < self.min_participants:
-            raise ValueError(
-                f"minParticipants ({self.min_participants}) exceeds the "
-                f"{len(self.participants)} participants listed"
-            )
+        # More sites than listed inline may still come (enrolled from other clusters, or
+        # Participants created beside the job): only `fedcare run` needs them all inline.
         if self.evaluation.headline and self.evaluation.headline not in metrics_for(self.task):
             raise ValueError(
                 f"evaluation.headline {self.evaluation.headline.value!r} does not apply to "
