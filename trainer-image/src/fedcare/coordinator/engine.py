@@ -1,16 +1,15 @@
-"""The round engine: admission, rounds with deadlines, streaming aggregation, evaluation, status.
+"""The round engine: admission, rounds with deadlines, streaming aggregation, evaluation.
 
 All state lives behind one condition variable. gRPC handlers (``service.py``) call the public
 methods here; the engine's own thread (:meth:`Engine.run`) drives the job from admission to the
 end. Heavy work (reading an update, the strategy step, writing a version) happens outside the
 lock; folding an update into the aggregate happens under it, so nothing is folded into a round
-after it closed.
+after it closed. The status document and its watchers are in ``status.py`` (the engine's base
+class), the secure-aggregation steps with the sites in ``secure.py``; both use the engine's lock.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import secrets
@@ -18,39 +17,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TypeVar
 
 import grpc
 import numpy as np
 
 from fedcare.audit import AuditLog
-from fedcare.coordinator.aggregation import (
-    CkksAggregation,
-    MaskedAggregation,
-    PlainAggregation,
-    RoundAggregation,
-)
-from fedcare.coordinator.rounds import Evaluation, Exchange, TrainRound
+from fedcare.coordinator.aggregation import CkksAggregation, MaskedAggregation, PlainAggregation
+from fedcare.coordinator.rounds import Evaluation, JobFailure, TrainRound, check_asked
+from fedcare.coordinator.secure import RoundSetup, SecureExchange, coordinator_ckks_context
 from fedcare.coordinator.sessions import Session, SessionTable
-from fedcare.coordinator.uploads import CONTENT_REASONS, Rejected, layout_diff, read_vector
-from fedcare.errors import FedcareError, RepositoryError, SpecError
+from fedcare.coordinator.status import StatusPublisher
+from fedcare.coordinator.uploads import CONTENT_REASONS, Rejected, layout_diff, payload_digest
+from fedcare.errors import RepositoryError
 from fedcare.monitoring.metrics import CoordinatorMetrics
-from fedcare.privacy.ckks import (
-    CiphertextSum,
-    TensealContext,
-    has_secret_key,
-    load_context,
-    slot_count,
-)
 from fedcare.privacy.dp.central import CentralAccountant
-from fedcare.privacy.secagg import (
-    AdvertiseKeys,
-    SecAggAborted,
-    SecAggConfig,
-    SecAggRefused,
-    ShareBundle,
-    UnmaskResponse,
-)
 from fedcare.repository import (
     ModelRepository,
     NewVersion,
@@ -75,26 +55,22 @@ from fedcare.spec.status import utcnow
 from fedcare.strategies import create_strategy
 from fedcare.transport import TensorLayout, flatten, unflatten
 from fedcare.transport._generated import coordinator_pb2 as pb
-from fedcare.transport.tensors import F32, frame
+from fedcare.transport.tensors import F32
+
+__all__ = ["Engine", "InitialWeights", "JobFailure"]
 
 log = logging.getLogger("fedcare.coordinator")
-
-_M = TypeVar("_M")
 
 #: Builds the initial weights from (job, input mean, input std).
 InitialWeights = Callable[[FederatedJob, np.ndarray, np.ndarray], dict[str, np.ndarray]]
 
 
-class JobFailure(FedcareError):
-    """The job cannot go on; ``reason`` becomes the Failed condition's reason."""
+class Engine(StatusPublisher):
+    """Runs one FederatedJob: the coordinator's state machine.
 
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class Engine:
-    """Runs one FederatedJob: the coordinator's state machine."""
+    The status document and its publishing come from :class:`StatusPublisher`; the steps of
+    secure rounds are :class:`SecureExchange`'s. Both share the engine's one lock, ``_cond``.
+    """
 
     def __init__(
         self,
@@ -125,32 +101,28 @@ class Engine:
             else None
         )
         self._audit = audit
-        self._ckks: TensealContext | None = None
-        if self.spec.privacy.secure_aggregation.mode is SecureAggregationMode.CKKS:
-            if ckks_public_context is None:
-                raise SpecError(
-                    "privacy.secureAggregation.mode is 'ckks' but the coordinator has no "
-                    "ckksPublicContext"
-                )
-            self._ckks = load_context(ckks_public_context)
-            if has_secret_key(self._ckks):
-                raise SpecError("the coordinator's CKKS context holds a secret key; refusing it")
-        self._cond = threading.Condition()
+        ckks = coordinator_ckks_context(
+            self.spec.privacy.secure_aggregation.mode, ckks_public_context
+        )
+        # the one lock of all the job's state, shared with the status and the secure steps
+        cond = threading.Condition()
         self._sessions = SessionTable()
         self._upload_slots = threading.BoundedSemaphore(max_concurrent_uploads)
-        self.status = FederatedJobStatus(
-            phase=Phase.PENDING,
-            total_rounds=self.spec.rounds,
-            min_participants=self.spec.min_participants,
-            participants=[
-                ParticipantStatus(name=n, state=ParticipantState.PENDING)
-                for n in sorted(self._allowed)
-            ],
+        super().__init__(
+            FederatedJobStatus(
+                phase=Phase.PENDING,
+                total_rounds=self.spec.rounds,
+                min_participants=self.spec.min_participants,
+                participants=[
+                    ParticipantStatus(name=n, state=ParticipantState.PENDING)
+                    for n in sorted(self._allowed)
+                ],
+            ),
+            cond,
         )
-        self._status_version = 0
-        self._status_json = ""
-        with self._cond:
-            self._publish()
+        self._secure = SecureExchange(
+            self.name, self.spec, cond, self._sessions, self._strategy, ckks, self.rejected
+        )
         self._layout: TensorLayout = ()
         self._global: F32 = np.zeros(0, dtype=np.float32)
         self._global_version = ""
@@ -158,68 +130,6 @@ class Engine:
         self._served: dict[str, bytes] = {}
         self._round: TrainRound | None = None
         self._eval: Evaluation | None = None
-        self._exchange: Exchange | None = None
-        self.finished = threading.Event()
-
-    # ----------------------------------------------------------------- status
-    def _publish(self) -> None:
-        """Bump the status version and wake watchers (caller holds the lock)."""
-        self._status_version += 1
-        self._status_json = json.dumps(self.status.to_json_dict(), sort_keys=True)
-        self._cond.notify_all()
-
-    def status_json(self) -> str:
-        """The current status as JSON."""
-        with self._cond:
-            return self._status_json
-
-    def watch(self, is_active: Callable[[], bool]) -> Iterator[str]:
-        """Yield the status JSON now and after every change, until the job ends."""
-        seen = 0
-
-        def changed() -> bool:
-            return self._status_version != seen or self.finished.is_set()
-
-        while is_active():
-            with self._cond:
-                self._cond.wait_for(changed, timeout=1.0)
-                version, doc = self._status_version, self._status_json
-                terminal = self.status.phase in (Phase.SUCCEEDED, Phase.FAILED)
-            if version != seen:
-                seen = version
-                yield doc
-            if terminal and self.finished.is_set():
-                return
-
-    def _participant_state(
-        self, name: str, state: ParticipantState, **kw: int | float | str | None
-    ) -> None:
-        for i, p in enumerate(self.status.participants):
-            if p.name == name:
-                if p.state is ParticipantState.BUDGET_EXHAUSTED:
-                    state = p.state  # it left for good; later events do not revive it
-                data = p.model_dump() | {"state": state} | kw
-                self.status.participants[i] = ParticipantStatus(**data)
-                return
-        self.status.participants.append(
-            ParticipantStatus.model_validate({"name": name, "state": state, **kw})
-        )
-
-    def _credit(self, meta: VersionMetadata) -> None:
-        """Count a stored version's round for every site whose update it includes."""
-        for contribution in meta.participants:
-            entry = next((p for p in self.status.participants if p.name == contribution.name), None)
-            done = entry.rounds_contributed if entry is not None else 0
-            self._participant_state(
-                contribution.name,
-                entry.state if entry is not None else ParticipantState.PENDING,
-                rounds_contributed=done + 1,
-            )
-
-    def _refresh_ready(self) -> None:
-        live = len(self._sessions.live())
-        self.status.ready_participants = live
-        self.metrics.participants_connected.set(live)
 
     # ----------------------------------------------------------------- sessions
     def allow(self, name: str) -> None:
@@ -330,6 +240,11 @@ class Engine:
             self._refresh_ready()
             self._publish()
 
+    def _refresh_ready(self) -> None:
+        live = len(self._sessions.live())
+        self.status.ready_participants = live
+        self.metrics.participants_connected.set(live)
+
     # ----------------------------------------------------------------- models
     def model_bytes(self, version: str) -> bytes:
         """safetensors bytes of a version the coordinator serves."""
@@ -416,7 +331,7 @@ class Engine:
         waiting for it.
         """
         if header.encoding == pb.DECRYPTED_AGGREGATE:
-            self._receive_decrypted(session, header, chunks)
+            self._secure.receive_decrypted(session, header, chunks, self._layout, self._global.size)
             return
         try:
             self._receive_update(session, header, chunks)
@@ -445,7 +360,7 @@ class Engine:
         rnd = self.check_header(session, header)
         with self._upload_slots:
             payload = rnd.aggregation.read(chunks)
-            sha256, nbytes = _digest(payload)
+            sha256, nbytes = payload_digest(payload)
             self.metrics.bytes_in.inc(nbytes)
             loss = header.train_metrics.get("loss")
             with self._cond:
@@ -474,7 +389,9 @@ class Engine:
                         self._epsilon_of(header), sha256,
                     )  # fmt: skip
                 if self.spec.privacy.dp.mode is DpMode.LOCAL:
-                    self._note_epsilon(session.participant, float(header.epsilon))
+                    self._note_epsilon(
+                        session.participant, float(header.epsilon), self.spec.privacy.dp.delta
+                    )
                 self._participant_state(
                     session.participant,
                     ParticipantState.CONNECTED,
@@ -499,15 +416,6 @@ class Engine:
             self._refresh_ready()
             self._publish()
         log.warning("%s", message)
-
-    def _note_epsilon(self, name: str, epsilon: float) -> None:
-        """Record a site's reported local-DP spend (caller holds the lock)."""
-        if not (math.isfinite(epsilon) and epsilon > 0):
-            return
-        self._participant_state(name, ParticipantState.CONNECTED, epsilon_spent=epsilon)
-        spent = [p.epsilon_spent for p in self.status.participants if p.epsilon_spent]
-        self.status.epsilon_spent = max(spent)
-        self.status.delta = self.spec.privacy.dp.delta
 
     def _epsilon_of(self, header: pb.UpdateHeader) -> float | None:
         """Epsilon to audit with an accepted update (local: the site's; central: the job's
@@ -537,7 +445,7 @@ class Engine:
                 report.round,
                 report.model_version,
             )
-            _check_asked(
+            check_asked(
                 session, ev.expected if ev and open_ else None,
                 answered=ev is not None and (name in ev.reports or name in ev.refused),
                 what=f"evaluation of round {report.round}",
@@ -583,10 +491,6 @@ class Engine:
             log.exception("coordinator error")
             self._finish(Phase.FAILED, "InternalError", f"{type(err).__name__}: {err}")
         return self.status
-
-    def _set_phase(self, phase: Phase, message: str | None = None) -> None:
-        self.status.phase = phase
-        self.status.message = message
 
     def _resume(self) -> int | None:
         """Pick up this run's last stored version after a coordinator restart.
@@ -847,74 +751,18 @@ class Engine:
             self._round = None
             self._publish()
 
-    # ----------------------------------------------------------------- secure aggregation
+    # ----------------------------------------------------------------- aggregation
     def _round_aggregation(
         self, number: int, selected: dict[str, str], deadline: float
-    ) -> tuple[RoundAggregation, dict[str, float], dict[str, bytes]]:
+    ) -> RoundSetup:
         """The round's aggregation; secure modes run their set-up steps with the sites here."""
         mode = self.spec.privacy.secure_aggregation.mode
         if mode is SecureAggregationMode.MASKING:
-            return self._masked_setup(number, selected, deadline)
+            return self._secure.masked_setup(number, selected, deadline, self._global.size)
         if mode is SecureAggregationMode.CKKS:
-            assert self._ckks is not None
-            weights = self._sample_weights(sorted(selected))
-            chunks = -(-self._global.size // slot_count(self._ckks)) + 1
-            total = CiphertextSum(self._ckks, self._global.size)
-            return CkksAggregation(total, weights, chunks), weights, {}
+            return self._secure.ckks_setup(selected, self._global.size)
         clip = self.spec.privacy.dp.max_grad_norm if self._central is not None else None
         return PlainAggregation(self._strategy, self._layout, self._global.size, clip), {}, {}
-
-    def _sample_weights(self, names: list[str]) -> dict[str, float]:
-        """Each site's share of the samples the sites announced at join."""
-        with self._cond:
-            samples = {n: (s.train_samples if (s := self._sessions.get(n)) else 0) for n in names}
-        total = sum(samples.values()) or 1
-        return {n: k / total for n, k in samples.items()}
-
-    def _masked_setup(
-        self, number: int, selected: dict[str, str], deadline: float
-    ) -> tuple[RoundAggregation, dict[str, float], dict[str, bytes]]:
-        """Secure aggregation steps 0 and 1: advertise keys, then exchange encrypted shares."""
-        names = sorted(selected)
-        config = SecAggConfig.from_spec(
-            self.spec.privacy.secure_aggregation,
-            job_id=self.name,
-            round_number=number,
-            participants=names,
-            vector_length=self._global.size,
-        )
-        agg = MaskedAggregation(config, self._sample_weights(names))
-        setup = json.dumps({"participants": names}).encode()
-        try:
-            adverts = self._exchange_step(
-                number, pb.Task.SECAGG_ADVERTISE, dict.fromkeys(names, setup), selected, deadline
-            )
-            for name, data in sorted(adverts.items()):
-                self._relay(name, agg.server.add_advert, AdvertiseKeys.from_bytes, data)
-            closed = agg.server.close_adverts()
-            holders = [a.sender for a in closed.adverts]
-            bundles = self._exchange_step(
-                number, pb.Task.SECAGG_SHARE_KEYS, dict.fromkeys(holders, closed.to_bytes()),
-                selected, deadline,
-            )  # fmt: skip
-            for name, data in sorted(bundles.items()):
-                self._relay(name, agg.server.add_shares, ShareBundle.from_bytes, data)
-            requests = agg.server.close_shares()
-        except SecAggAborted as err:
-            raise JobFailure(
-                "SecureAggregationFailed", f"round {number}: secure aggregation: {err}"
-            ) from None
-        return agg, agg.weights, {n: r.to_bytes() for n, r in requests.items()}
-
-    def _relay(
-        self, name: str, apply: Callable[[_M], None], parse: Callable[[bytes], _M], data: bytes
-    ) -> None:
-        """Apply a site's protocol message; a malformed one drops that site from the round."""
-        try:
-            apply(parse(data))
-        except (ValueError, SecAggRefused) as err:
-            log.warning("secure aggregation: message from %s refused: %s", name, err)
-            self.rejected("malformed")
 
     def _round_candidate(self, rnd: TrainRound) -> F32:
         """The next global weights from the round's aggregation."""
@@ -930,124 +778,13 @@ class Engine:
                 self.status.delta = self._central.delta
             return candidate
         if isinstance(agg, CkksAggregation):
-            return self._ckks_candidate(rnd, agg)
+            return self._secure.ckks_candidate(rnd, agg, self._global, self._served)
         assert isinstance(agg, MaskedAggregation)
-        number = rnd.number
-        try:
-            unmask = agg.server.close_inputs()
-            request = unmask.to_bytes()
-            answers = self._exchange_step(
-                number, pb.Task.SECAGG_UNMASK, dict.fromkeys(unmask.survivors, request),
-                rnd.selected, time.monotonic() + self.spec.round_timeout_seconds,
-            )  # fmt: skip
-            for name, data in sorted(answers.items()):
-                self._relay(name, agg.server.add_unmask_response, UnmaskResponse.from_bytes, data)
-            result = agg.server.finish()
-        except SecAggAborted as err:
-            raise JobFailure(
-                "SecureAggregationFailed", f"round {number}: secure aggregation: {err}"
-            ) from None
-        share = sum(agg.weights[c] for c in result.contributors)
-        log.info(
-            "round %d: unmasked the sum of %d inputs (%d dropped)",
-            number, result.count, len(result.dropped),
-        )  # fmt: skip
-        mean_delta = (result.total / share).astype(np.float32)
-        return self._strategy.apply(self._global, mean_delta)
-
-    def _ckks_candidate(self, rnd: TrainRound, agg: CkksAggregation) -> F32:
-        """Ask up to two contributing sites to decrypt the encrypted weighted sum; they must
-        agree. The coordinator learns only the aggregate, as with masking."""
-        number = rnd.number
-        name = f"ckks-aggregate-r{number}"
-        with self._cond:
-            self._served[name] = frame(agg.total.to_chunks())
-        deciders = sorted(rnd.received)[:2]
-        answers = self._exchange_step(
-            number, pb.Task.DECRYPT_AGGREGATE,
-            dict.fromkeys(deciders, name.encode()), rnd.selected,
-            time.monotonic() + self.spec.round_timeout_seconds,
-        )  # fmt: skip
-        with self._cond:
-            self._served.pop(name, None)
-        vectors = [np.frombuffer(v, dtype="<f4") for v in answers.values()]
-        if not vectors:
-            raise JobFailure(
-                "SecureAggregationFailed", f"round {number}: no site decrypted the aggregate"
-            )
-        if len(vectors) > 1 and not np.allclose(vectors[0], vectors[1], rtol=0, atol=1e-5):
-            raise JobFailure(
-                "SecureAggregationFailed",
-                f"round {number}: sites {sorted(answers)} decrypted different aggregates",
-            )
-        share = sum(agg.weights[n] for n in rnd.received)
-        mean_delta = (vectors[0].astype(np.float64) / share).astype(np.float32)
-        return self._strategy.apply(self._global, mean_delta)
-
-    def _receive_decrypted(
-        self, session: Session, header: pb.UpdateHeader, chunks: Iterator[bytes]
-    ) -> None:
-        """A site's decryption of the round's encrypted aggregate (CKKS)."""
-        vector = read_vector(chunks, self._layout, self._global.size)
-        message = pb.PrivacyMessage(
-            session_id=session.session_id, round=header.round,
-            phase=pb.Task.DECRYPT_AGGREGATE, payload=vector.tobytes(),
-        )  # fmt: skip
-        self.submit_privacy(session, message)
-
-    def _exchange_step(
-        self,
-        number: int,
-        kind: pb.Task.Kind,
-        payloads: dict[str, bytes],
-        sessions: dict[str, str],
-        deadline: float,
-    ) -> dict[str, bytes]:
-        """Send ``kind`` with each site's payload; wait for the answers of those still live."""
-        with self._cond:
-            expected = {
-                n: sid
-                for n, sid in sessions.items()
-                if n in payloads and self._sessions.current(n, sid) is not None
-            }
-            step = Exchange(round=number, phase=kind, deadline=deadline, expected=expected)
-            self._exchange = step
-            for name, sid in expected.items():
-                session = self._sessions.current(name, sid)
-                if session is not None:
-                    session.send(
-                        pb.Task(
-                            kind=kind,
-                            round=number,
-                            payload=payloads[name],
-                            deadline_seconds=max(0.0, deadline - time.monotonic()),
-                        )
-                    )
-
-            def done() -> bool:
-                return not [
-                    n for n in step.waiting_for()
-                    if self._sessions.current(n, step.expected[n]) is not None
-                ]  # fmt: skip
-
-            self._cond.wait_for(done, timeout=max(0.0, deadline - time.monotonic()))
-            self._exchange = None
-            return dict(step.responses)
+        return self._secure.masked_candidate(rnd, agg, self._global)
 
     def submit_privacy(self, session: Session, message: pb.PrivacyMessage) -> None:
         """A site's answer to the open secure-aggregation step."""
-        name = session.participant
-        with self._cond:
-            step = self._exchange
-            open_ = step is not None and (step.round, step.phase) == (message.round, message.phase)
-            _check_asked(
-                session, step.expected if step and open_ else None,
-                answered=step is not None and name in step.responses,
-                what=f"secure-aggregation step {message.phase} of round {message.round}",
-            )  # fmt: skip
-            assert step is not None
-            step.responses[name] = bytes(message.payload)
-            self._cond.notify_all()
+        self._secure.submit(session, message)
 
     def _evaluate(self, number: int, candidate: F32) -> dict[str, float]:
         """Ask every connected site to evaluate the candidate on its validation split."""
@@ -1111,35 +848,3 @@ def _seconds_between(start: str, end: str) -> float:
     except ValueError:
         return 0.0
     return max(0.0, (b - a).total_seconds())
-
-
-def _check_asked(
-    session: Session, expected: dict[str, str] | None, answered: bool, what: str
-) -> None:
-    """Refuse an answer to a request that is not open (``expected`` None), that was not asked
-    of this session, or that this site already answered."""
-    name = session.participant
-    if expected is None:
-        raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, "stale_round", f"no {what} is open")
-    if expected.get(name) != session.session_id:
-        raise Rejected(
-            grpc.StatusCode.PERMISSION_DENIED, "not_selected", f"{name!r} was not asked for {what}"
-        )
-    if answered:
-        raise Rejected(grpc.StatusCode.ALREADY_EXISTS, "duplicate", f"{what} already answered")
-
-
-def _digest(payload: object) -> tuple[str, int]:
-    """sha256 and size of an update's bytes as the coordinator received them (audit trail)."""
-    pieces: list[bytes] | list[memoryview]
-    if isinstance(payload, np.ndarray):
-        pieces = [payload.data.cast("B")]
-    elif isinstance(payload, bytes):
-        pieces = [payload]
-    else:
-        assert isinstance(payload, list)
-        pieces = payload
-    digest = hashlib.sha256()
-    for piece in pieces:
-        digest.update(piece)
-    return digest.hexdigest(), sum(len(p) for p in pieces)

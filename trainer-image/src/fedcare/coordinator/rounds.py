@@ -1,11 +1,25 @@
-"""State of one training round and of one federated evaluation."""
+"""State of one training round, of one federated evaluation and of one secure-aggregation step;
+checking a site's answer against them, and the failure that ends the job."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
+import grpc
+
 from fedcare.coordinator.aggregation import RoundAggregation
+from fedcare.coordinator.sessions import Session
+from fedcare.coordinator.uploads import Rejected
+from fedcare.errors import FedcareError
+
+
+class JobFailure(FedcareError):
+    """The job cannot go on; ``reason`` becomes the Failed condition's reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -84,3 +98,19 @@ class Exchange:
     def waiting_for(self) -> set[str]:
         """Sites asked that have not answered."""
         return set(self.expected) - set(self.responses)
+
+
+def check_asked(
+    session: Session, expected: dict[str, str] | None, answered: bool, what: str
+) -> None:
+    """Refuse an answer to a request that is not open (``expected`` None), that was not asked
+    of this session, or that this site already answered."""
+    name = session.participant
+    if expected is None:
+        raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, "stale_round", f"no {what} is open")
+    if expected.get(name) != session.session_id:
+        raise Rejected(
+            grpc.StatusCode.PERMISSION_DENIED, "not_selected", f"{name!r} was not asked for {what}"
+        )
+    if answered:
+        raise Rejected(grpc.StatusCode.ALREADY_EXISTS, "duplicate", f"{what} already answered")

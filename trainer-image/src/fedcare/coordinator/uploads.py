@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,3 +89,19 @@ def layout_diff(want: TensorLayout, got: TensorLayout) -> str:
     if extra:
         return f"update has unknown tensor {extra[0]!r}"
     return "tensors are not in the model's order"
+
+
+def payload_digest(payload: object) -> tuple[str, int]:
+    """sha256 and size of an update's bytes as the coordinator received them (audit trail)."""
+    pieces: list[bytes] | list[memoryview]
+    if isinstance(payload, np.ndarray):
+        pieces = [payload.data.cast("B")]
+    elif isinstance(payload, bytes):
+        pieces = [payload]
+    else:
+        assert isinstance(payload, list)
+        pieces = payload
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.hexdigest(), sum(len(p) for p in pieces)
