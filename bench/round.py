@@ -38,7 +38,6 @@ import resource
 import shutil
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +47,14 @@ from pathlib import Path
 import yaml
 
 import fedcare
-from benchutil import CpuWatch, machine_line, tree_line, wait_for_quiet
+from benchutil import (
+    CpuWatch,
+    MemorySampler,
+    machine_line,
+    status_kib,
+    tree_line,
+    wait_for_quiet,
+)
 from fedcare.data import synthesize
 from fedcare.data.synth import SYNTH_FEATURES, SYNTH_LABEL
 from fedcare.spec import FederatedJobStatus, Phase
@@ -119,134 +125,6 @@ def write_job(path: Path, data: Sequence[Path], models: Path, args: argparse.Nam
 
 
 # --------------------------------------------------------------------------- memory
-@dataclass
-class ProcInfo:
-    """What was seen of one fedcare process."""
-
-    pid: int
-    name: str
-    ppid: int | None = None
-    hwm_kib: int = 0
-    rss_kib: int = 0
-    pss_kib: int = 0
-    cpu_s: float = 0.0
-    last_seen: float = 0.0
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def _status_kib(text: str, key: str) -> int:
-    m = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(m.group(1)) if m else 0
-
-
-@dataclass
-class MemorySampler:
-    """Polls ``/proc`` for this run's fedcare processes (see :meth:`_identify`)."""
-
-    workdir: Path
-    interval: float = POLL_S
-    procs: dict[int, ProcInfo] = field(default_factory=dict)
-    peak_rss_sum_kib: int = 0
-    peak_pss_sum_kib: int = 0
-    samples: int = 0
-    _ignored: set[int] = field(default_factory=set)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def _identify(self, pid: int) -> str | None:
-        """The process's role name (``coordinator``, ``trainer-site-3``, ``fork-server``) or None.
-
-        A fresh interpreter (``--launcher spawn``) names its ``--config`` on its command line;
-        a process forked from the fork server (the default) has the fork server's command line
-        but writes to its own log, ``logs/<role>.log``; the fork server is this process's
-        child running ``multiprocessing.forkserver``.
-        """
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return None
-        args = [a.decode(errors="replace") for a in argv if a]
-        if "fedcare" in args and "--config" in args:
-            config = Path(args[args.index("--config") + 1])
-            return config.stem if config.is_relative_to(self.workdir) else None
-        try:
-            out = Path(os.readlink(f"/proc/{pid}/fd/1"))
-        except OSError:
-            out = None
-        if out is not None and out.parent == self.workdir / "logs" and out.suffix == ".log":
-            return out.stem
-        if any("multiprocessing.forkserver" in a for a in args) and _ppid(pid) == os.getpid():
-            return "fork-server"
-        return None
-
-    def sample(self) -> None:
-        """Read RSS, VmHWM, PSS and CPU time of every matching process once."""
-        now = time.monotonic()
-        rss_sum = pss_sum = 0
-        tick = os.sysconf("SC_CLK_TCK")
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            if pid in self._ignored:
-                continue
-            info = self.procs.get(pid)
-            if info is None:
-                name = self._identify(pid)
-                if name is None:
-                    self._ignored.add(pid)
-                    continue
-                info = self.procs[pid] = ProcInfo(pid=pid, name=name, ppid=_ppid(pid))
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue  # exited between the listing and the read
-            if "State:\tZ" in status:
-                continue  # a zombie has no memory left to report
-            rss = _status_kib(status, "VmRSS")
-            info.rss_kib = rss
-            info.hwm_kib = max(info.hwm_kib, _status_kib(status, "VmHWM"))
-            info.pss_kib = _status_kib(rollup, "Pss")
-            fields = stat.rsplit(")", 1)[1].split()
-            info.cpu_s = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-            info.last_seen = now
-            rss_sum += rss
-            pss_sum += info.pss_kib
-        self.peak_rss_sum_kib = max(self.peak_rss_sum_kib, rss_sum)
-        self.peak_pss_sum_kib = max(self.peak_pss_sum_kib, pss_sum)
-        self.samples += 1
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    def start(self) -> None:
-        """Start polling in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="mem-sampler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop polling."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def by_name(self, prefix: str) -> list[ProcInfo]:
-        """Processes whose role name starts with ``prefix``."""
-        return [p for p in self.procs.values() if p.name.startswith(prefix)]
-
-
-# --------------------------------------------------------------------------- status
 @dataclass
 class Timeline:
     """Monotonic times of status events seen by ``on_status``."""
@@ -378,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unwaited = sum(p.cpu_s for p in sampler.procs.values() if p.ppid != os.getpid())
     other_cpu_s, other_share = watch.others(extra_own=unwaited)
     children_maxrss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    own_hwm_kib = _status_kib(Path("/proc/self/status").read_text(), "VmHWM")
+    own_hwm_kib = status_kib(Path("/proc/self/status").read_text(), "VmHWM")
 
     trained, ready = trainer_logs(workdir / "logs")
     expected_train = round(args.rows * (1 - args.validation_fraction)) * args.sites
