@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -24,6 +24,9 @@ from fedcare.transport._generated import coordinator_pb2_grpc as pb_grpc
 from fedcare.transport.capture import CaptureInterceptor
 
 log = logging.getLogger("fedcare.coordinator")
+
+#: At most this long after the job ends for the trainers' task streams to end (DONE sent).
+STREAMS_GRACE_SECONDS = 5.0
 
 
 def initial_weights(job: FederatedJob, mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
@@ -173,8 +176,11 @@ class Coordinator:
         self.start()
         status = self.engine.run()
         if self.config.exit_on_completion:
-            done = threading.Event()
-            done.wait(self.config.linger_seconds)
+            ended = time.monotonic()
+            # Every trainer's task stream ends with its DONE task: wait for that (bounded),
+            # then for whatever is left of the linger (a dashboard's last look).
+            self.engine.wait_streams_ended(STREAMS_GRACE_SECONDS)
+            time.sleep(max(0.0, self.config.linger_seconds - (time.monotonic() - ended)))
             self.stop()
         return status
 

@@ -240,6 +240,12 @@ class Engine(StatusPublisher):
             self._refresh_ready()
             self._publish()
 
+    def wait_streams_ended(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until every participant's task stream has ended, as they
+        do once the job's DONE task went out; whether they all did."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._sessions.live(), timeout=timeout)
+
     def _refresh_ready(self) -> None:
         live = len(self._sessions.live())
         self.status.ready_participants = live

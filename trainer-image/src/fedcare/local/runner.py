@@ -158,6 +158,8 @@ class LocalRun:
             run_id=uuid.uuid4().hex,
             capture_dir=str(self.capture_dir) if self.capture_dir else None,
             ckks_public_context=str(ckks_public) if ckks_public else None,
+            # With a dashboard open, let the page show the final state before the end.
+            linger_seconds=3.0 if self.on_http is not None else 0.0,
         )
         self.coordinator_config = _write_yaml(
             self.workdir / "coordinator.yaml", coord_cfg.to_json_dict()

@@ -50,7 +50,10 @@ class HttpSide:
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        # A short poll: stop() waits for serve_forever to notice (0.5 s by default).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="http", daemon=True
+        )
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, code: int, ctype: str, body: bytes) -> None:

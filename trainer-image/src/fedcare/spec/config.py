@@ -57,8 +57,9 @@ class CoordinatorConfig(SpecModel):
     participants_file: str | None = None
     #: Exit once the job ends (local mode); a pod may instead keep serving its final status.
     exit_on_completion: bool = True
-    #: Seconds to keep serving after the job ends, so trainers and watchers see the end.
-    linger_seconds: float = Field(default=1.0, ge=0)
+    #: Seconds to keep serving status after the job ends (e.g. for a dashboard's last look);
+    #: the coordinator waits for the trainers to have their DONE task in any case.
+    linger_seconds: float = Field(default=0.0, ge=0)
     #: Record every received message here (post-TLS) for privacy audits; off when unset.
     capture_dir: str | None = None
     #: CKKS secure aggregation: the public context (no secret key) this coordinator adds with.
