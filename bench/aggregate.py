@@ -13,6 +13,8 @@ Two cases are timed for each method:
   update also pays the page faults; this is what one coordinator round costs end to end.
 
 The weighted mean computed by StreamingMean is checked against a float64 numpy reference.
+StreamingMean.fold is one fused torch pass (``add_`` with ``alpha``) on the same memory;
+``--torch-threads`` (default 1, as in a coordinator that ``fedcare run`` forks) sets its threads.
 Run: ``.venv/bin/python bench/aggregate.py`` (about 30 s on a 2-core machine, 1 GB of RAM).
 """
 
@@ -115,7 +117,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=120.0,
         help="seconds to wait at most for the machine to go idle before timing (0: no wait)",
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for StreamingMean.fold (default 1, what a coordinator "
+        "forked by `fedcare run` has; numpy's ufuncs use one thread)",
+    )
     args = parser.parse_args(argv)
+    import torch  # StreamingMean.fold's fused pass runs in torch
+
+    torch.set_num_threads(args.torch_threads)
 
     rng = np.random.default_rng(args.seed)
     updates = [rng.standard_normal(args.size, dtype=np.float32) for _ in range(args.updates)]
@@ -128,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + " (left as found; numpy's ufuncs do not call OpenBLAS)"
     )
     print(tree_line())
+    print(f"torch intra-op threads for the fold: {torch.get_num_threads()}")
     print(
         f"workload: {args.updates} updates x {args.size:,} float32 "
         f"({data_gb * 1e3:.0f} MB of updates), best of {args.repeat}"
