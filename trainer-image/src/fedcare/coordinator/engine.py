@@ -5,7 +5,8 @@ methods here; the engine's own thread (:meth:`Engine.run`) drives the job from a
 end. Heavy work (reading an update, the strategy step, writing a version) happens outside the
 lock; folding an update into the aggregate happens under it, so nothing is folded into a round
 after it closed. The status document and its watchers are in ``status.py`` (the engine's base
-class), the secure-aggregation steps with the sites in ``secure.py``; both use the engine's lock.
+class), checking and folding the sites' updates in ``intake.py``, the secure-aggregation steps
+with the sites in ``secure.py``; all use the engine's lock.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import numpy as np
 
 from fedcare.audit import AuditLog
 from fedcare.coordinator.aggregation import CkksAggregation, MaskedAggregation, PlainAggregation
+from fedcare.coordinator.intake import UpdateIntake
 from fedcare.coordinator.rounds import Evaluation, JobFailure, TrainRound, check_asked
 from fedcare.coordinator.secure import RoundSetup, SecureExchange, coordinator_ckks_context
 from fedcare.coordinator.sessions import Session, SessionTable
 from fedcare.coordinator.status import StatusPublisher
-from fedcare.coordinator.uploads import CONTENT_REASONS, Rejected, layout_diff, payload_digest
+from fedcare.coordinator.uploads import Rejected
 from fedcare.errors import RepositoryError
 from fedcare.monitoring.metrics import CoordinatorMetrics
 from fedcare.privacy.dp.central import CentralAccountant
@@ -68,8 +70,9 @@ InitialWeights = Callable[[FederatedJob, np.ndarray, np.ndarray], dict[str, np.n
 class Engine(StatusPublisher):
     """Runs one FederatedJob: the coordinator's state machine.
 
-    The status document and its publishing come from :class:`StatusPublisher`; the steps of
-    secure rounds are :class:`SecureExchange`'s. Both share the engine's one lock, ``_cond``.
+    The status document and its publishing come from :class:`StatusPublisher`; checking and
+    folding the sites' updates is :class:`UpdateIntake`'s, the steps of secure rounds are
+    :class:`SecureExchange`'s. All share the engine's one lock, ``_cond``.
     """
 
     def __init__(
@@ -100,14 +103,13 @@ class Engine(StatusPublisher):
             if dp.mode is DpMode.CENTRAL
             else None
         )
-        self._audit = audit
         ckks = coordinator_ckks_context(
             self.spec.privacy.secure_aggregation.mode, ckks_public_context
         )
-        # the one lock of all the job's state, shared with the status and the secure steps
+        # the one lock of all the job's state, shared with the status, the intake and the
+        # secure steps
         cond = threading.Condition()
         self._sessions = SessionTable()
-        self._upload_slots = threading.BoundedSemaphore(max_concurrent_uploads)
         super().__init__(
             FederatedJobStatus(
                 phase=Phase.PENDING,
@@ -120,6 +122,11 @@ class Engine(StatusPublisher):
             ),
             cond,
         )
+        self._intake = UpdateIntake(
+            self.name, self.spec, cond, self, metrics, audit, self._central,
+            open_round=lambda: self._round, layout=lambda: self._layout,
+            max_concurrent_uploads=max_concurrent_uploads,
+        )  # fmt: skip
         self._secure = SecureExchange(
             self.name, self.spec, cond, self._sessions, self._strategy, ckks, self.rejected
         )
@@ -265,146 +272,18 @@ class Engine(StatusPublisher):
         return data
 
     # ----------------------------------------------------------------- updates
-    def check_header(self, session: Session, header: pb.UpdateHeader) -> TrainRound:
-        """Validate an update's header against the open round; returns that round."""
-        with self._cond:
-            rnd = self._round
-            name = session.participant
-            current = rnd.number if rnd is not None else 0
-            if (
-                rnd is not None
-                and header.round == current
-                and (name in rnd.received or name in rnd.refused)
-            ):  # the more specific reason, whether or not the round has closed since
-                raise Rejected(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    "duplicate",
-                    f"{name!r} already sent its update for round {rnd.number}",
-                )
-            if rnd is None or header.round < current or (rnd.closed and header.round == current):
-                raise Rejected(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "stale_round",
-                    f"round {header.round} is closed (current round: {current})",
-                )
-            if header.round > current:
-                raise Rejected(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "future_round",
-                    f"round {header.round} has not started (current round: {current})",
-                )
-            if rnd.selected.get(name) != session.session_id:
-                raise Rejected(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    "not_selected",
-                    f"{name!r} was not selected for round {rnd.number}",
-                )
-            if header.base_version != rnd.base_version:
-                raise Rejected(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "wrong_base",
-                    f"update trained from {header.base_version!r}, round "
-                    f"{rnd.number} trains from {rnd.base_version!r}",
-                )
-        if not 0 < header.num_samples <= session.train_samples:
-            raise Rejected(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "bad_sample_count",
-                f"num_samples {header.num_samples} outside 1..{session.train_samples}"
-                " (the training samples announced at join)",
-            )
-        if header.encoding != rnd.aggregation.encoding:
-            raise Rejected(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "wrong_encoding",
-                f"round {rnd.number} takes {pb.UpdateEncoding.Name(rnd.aggregation.encoding)} "
-                f"updates, got {pb.UpdateEncoding.Name(header.encoding)}",
-            )
-        got = tuple((t.name, tuple(int(d) for d in t.shape)) for t in header.tensors)
-        if got != self._layout:
-            raise Rejected(
-                grpc.StatusCode.INVALID_ARGUMENT, "wrong_shape", layout_diff(self._layout, got)
-            )
-        return rnd
-
     def receive_update(
         self, session: Session, header: pb.UpdateHeader, chunks: Iterator[bytes]
     ) -> None:
         """Read, validate and fold one update; raises :class:`Rejected` when refused.
 
-        An update refused for its content (shape, size, sample count, NaN/Inf) ends that
-        participant's part in the round: the round goes on with the rest and may close without
-        waiting for it.
+        A site's decryption of a CKKS aggregate goes to the secure exchange, every other upload
+        to the update intake (:meth:`UpdateIntake.receive_update`).
         """
         if header.encoding == pb.DECRYPTED_AGGREGATE:
             self._secure.receive_decrypted(session, header, chunks, self._layout, self._global.size)
             return
-        try:
-            self._receive_update(session, header, chunks)
-        except Rejected as rej:
-            if self._audit is not None:
-                self._audit.rejected(
-                    self.name, int(header.round), session.participant, rej.reason, rej.detail
-                )
-            if rej.reason in CONTENT_REASONS:
-                with self._cond:
-                    rnd = self._round
-                    name = session.participant
-                    if (
-                        rnd is not None
-                        and rnd.number == header.round
-                        and rnd.selected.get(name) == session.session_id
-                        and name not in rnd.received
-                    ):
-                        rnd.refused[name] = rej.reason
-                        self._cond.notify_all()
-            raise
-
-    def _receive_update(
-        self, session: Session, header: pb.UpdateHeader, chunks: Iterator[bytes]
-    ) -> None:
-        rnd = self.check_header(session, header)
-        with self._upload_slots:
-            payload = rnd.aggregation.read(chunks)
-            sha256, nbytes = payload_digest(payload)
-            self.metrics.bytes_in.inc(nbytes)
-            loss = header.train_metrics.get("loss")
-            with self._cond:
-                if rnd.closed or self._round is not rnd:
-                    raise Rejected(
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        "round_closed",
-                        f"round {rnd.number} closed while the update was in flight",
-                    )
-                if session.participant in rnd.received:
-                    raise Rejected(
-                        grpc.StatusCode.ALREADY_EXISTS,
-                        "duplicate",
-                        f"{session.participant!r} already sent round {rnd.number}",
-                    )
-                rnd.aggregation.accept(session.participant, payload, float(header.num_samples))
-                rnd.record(
-                    session.participant,
-                    int(header.num_samples),
-                    loss if loss is not None and math.isfinite(loss) else None,
-                )
-                self.metrics.updates_accepted.inc()
-                if self._audit is not None:
-                    self._audit.accepted(
-                        self.name, rnd.number, session.participant, int(header.num_samples),
-                        self._epsilon_of(header), sha256,
-                    )  # fmt: skip
-                if self.spec.privacy.dp.mode is DpMode.LOCAL:
-                    self._note_epsilon(
-                        session.participant, float(header.epsilon), self.spec.privacy.dp.delta
-                    )
-                self._participant_state(
-                    session.participant,
-                    ParticipantState.CONNECTED,
-                    last_round=rnd.number,
-                    samples=int(header.num_samples),
-                )
-                self._publish()
+        self._intake.receive_update(session, header, chunks)
 
     def leave(self, session: Session, request: pb.LeaveRequest) -> None:
         """A participant leaves for good (e.g. its privacy budget is spent); the job goes on
@@ -423,19 +302,9 @@ class Engine(StatusPublisher):
             self._publish()
         log.warning("%s", message)
 
-    def _epsilon_of(self, header: pb.UpdateHeader) -> float | None:
-        """Epsilon to audit with an accepted update (local: the site's; central: the job's
-        after this round)."""
-        if self._central is not None:
-            return self._central.epsilon_after_next_round()
-        return float(header.epsilon) if header.epsilon else None
-
     def rejected(self, reason: str) -> None:
         """Count a refused update or report in metrics and status."""
-        self.metrics.rejected(reason)
-        with self._cond:
-            self.status.rejected_updates += 1
-            self._publish()
+        self._intake.rejected(reason)
 
     def report_evaluation(self, session: Session, report: pb.EvaluationReport) -> None:
         """Fold one site's evaluation of the candidate model.
