@@ -596,7 +596,9 @@ class Engine(StatusPublisher):
         with self._cond:
             self._global = candidate
             self._global_version = meta.version
-            self._served = {meta.version: self._served_bytes(candidate)}
+            # The candidate's bytes, served for evaluation, are the new version's: no re-encode.
+            served = self._served.get(f"candidate-r{number}") or self._served_bytes(candidate)
+            self._served = {meta.version: served}
             self.status.add_round(
                 RoundStatus(
                     round=number,
