@@ -25,13 +25,12 @@ import yaml
 from fedcare.data import synthesize
 from tests.operator.conftest import REPO
 from tests.support.apiserver import ApiServer
-from tests.support.kubelet import FakeKubelet
+from tests.support.kubelet import local_kubelet
 from tests.support.operator import (
     DEPLOYMENTS,
     FJ,
     JOBS,
     PARTS,
-    free_port,
     get,
     items,
     names,
@@ -73,17 +72,7 @@ def test_a_federatedjob_trains_end_to_end(with_crds: ApiServer, tmp_path: Path) 
     synthesize(3, 1500, data, seed=3)
     manifest = tmp_path / "readmission.yaml"
     manifest.write_text(yaml.safe_dump(_job(data), sort_keys=False))
-    grpc_port, http_port = free_port(), free_port()
-    kubelet = FakeKubelet(
-        api,
-        tmp_path / "pods",
-        replace={
-            "readmission-coordinator.default.svc:50051": f"127.0.0.1:{grpc_port}",
-            "0.0.0.0:50051": f"127.0.0.1:{grpc_port}",
-            "0.0.0.0:8080": f"127.0.0.1:{http_port}",
-            "0.0.0.0:50052": f"127.0.0.1:{free_port()}",
-        },
-    )
+    kubelet, grpc_port = local_kubelet(api, tmp_path / "pods", "readmission")
     use_kubectl = api.kubectl_path is not None or shutil.which("kubectl") is not None
     try:
         with operator_running(api, endpoint=f"127.0.0.1:{grpc_port}", timeout=120):

@@ -19,14 +19,13 @@ import yaml
 from fedcare.data import synthesize
 from tests.operator.conftest import REPO
 from tests.support.apiserver import ApiServer
-from tests.support.kubelet import FakeKubelet
+from tests.support.kubelet import local_kubelet
 from tests.support.operator import (
     DEPLOYMENTS,
     FJ,
     JOBS,
     NS,
     PARTS,
-    free_port,
     get,
     items,
     names,
@@ -82,17 +81,7 @@ def test_a_participant_created_beside_the_job_is_admitted(
     api = with_crds
     data = tmp_path / "data"
     synthesize(3, 1500, data, seed=3)
-    grpc_port, http_port = free_port(), free_port()
-    kubelet = FakeKubelet(
-        api,
-        tmp_path / "pods",
-        replace={
-            "readmission-coordinator.default.svc:50051": f"127.0.0.1:{grpc_port}",
-            "0.0.0.0:50051": f"127.0.0.1:{grpc_port}",
-            "0.0.0.0:8080": f"127.0.0.1:{http_port}",
-            "0.0.0.0:50052": f"127.0.0.1:{free_port()}",
-        },
-    )
+    kubelet, grpc_port = local_kubelet(api, tmp_path / "pods", "readmission")
     try:
         with operator_running(api, endpoint=f"127.0.0.1:{grpc_port}", timeout=120):
             assert api.request("POST", FJ, _job(data)).status == 201

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.apiserver import ApiServer
+from tests.support.operator import free_port
 
 
 class FakeKubelet:
@@ -150,4 +151,22 @@ class FakeKubelet:
             self.stop(name)
 
 
-__all__ = ["FakeKubelet"]
+def local_kubelet(api: ApiServer, root: Path, job: str) -> tuple[FakeKubelet, int]:
+    """A FakeKubelet for one job's pods on loopback: the coordinator Service's name and the
+    pods' listen addresses become ``127.0.0.1`` with free ports; returns it and the gRPC port
+    (where the operator's status daemon must dial)."""
+    grpc_port, http_port, enroll_port = free_port(), free_port(), free_port()
+    kubelet = FakeKubelet(
+        api,
+        root,
+        replace={
+            f"{job}-coordinator.default.svc:50051": f"127.0.0.1:{grpc_port}",
+            "0.0.0.0:50051": f"127.0.0.1:{grpc_port}",
+            "0.0.0.0:8080": f"127.0.0.1:{http_port}",
+            "0.0.0.0:50052": f"127.0.0.1:{enroll_port}",
+        },
+    )
+    return kubelet, grpc_port
+
+
+__all__ = ["FakeKubelet", "local_kubelet"]
