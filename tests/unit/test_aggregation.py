@@ -44,6 +44,23 @@ def test_streaming_mean_memory_is_one_model() -> None:
     assert (ones == 1.0).all()
 
 
+def test_take_mean_hands_over_the_accumulator() -> None:
+    """take_mean is mean() computed in place: same values, no second array, no more folds."""
+    agg = StreamingMean(3)
+    agg.fold(np.array([1.0, 2.0, 3.0], dtype=np.float32), 1.0)
+    agg.fold(np.array([3.0, 6.0, 9.0], dtype=np.float32), 3.0)
+    expected = agg.mean()
+    acc = agg._acc
+    taken = agg.take_mean()
+    assert taken is acc  # the accumulator itself, now holding the mean
+    np.testing.assert_array_equal(taken, expected)
+    np.testing.assert_allclose(taken, [2.5, 5.0, 7.5])
+    with pytest.raises(ValueError, match="3 values"):
+        agg.fold(np.zeros(3, dtype=np.float32), 1.0)
+    with pytest.raises(ValueError, match="no vectors"):
+        StreamingMean(3).take_mean()
+
+
 def test_streaming_mean_refuses_bad_input() -> None:
     agg = StreamingMean(4)
     with pytest.raises(ValueError, match="no vectors"):

@@ -487,6 +487,25 @@ def test_server_state_is_stored_with_the_version(backend: Backend) -> None:
         repo.read_server_state(JOB, meta.version)
 
 
+def test_already_encoded_weights_are_stored_as_given(backend: Backend) -> None:
+    """``encoded`` (what the coordinator served already) is stored byte for byte, with the
+    same metadata as encoding the weights here would give."""
+    repo = backend.repo
+    weights = _weights(3)
+    plain = repo.write_version(JOB, weights, _meta())
+    given = repo.write_version(JOB, weights, _meta(), encoded=to_safetensors_bytes(weights))
+    assert (given.sha256, given.size_bytes, given.tensors) == (
+        plain.sha256,
+        plain.size_bytes,
+        plain.tensors,
+    )
+    assert backend.read_raw(f"{JOB}/{given.version}/model.safetensors") == backend.read_raw(
+        f"{JOB}/{plain.version}/model.safetensors"
+    )
+    for name, arr in repo.read_weights(JOB, given.version).items():
+        np.testing.assert_array_equal(arr, weights[name])
+
+
 def test_missing_weights_file(backend: Backend) -> None:
     repo = backend.repo
     meta = repo.write_version(JOB, _weights(), _meta())

@@ -79,7 +79,8 @@ class PlainAggregation(RoundAggregation):
             weights = [w for _, w in self._individual]
             self._individual = []
             return self._strategy.apply_individual(global_weights, deltas, weights)
-        return self._strategy.apply(global_weights, self._mean.mean())
+        # take_mean: the accumulator becomes the mean (the round is closed; no copy kept).
+        return self._strategy.apply(global_weights, self._mean.take_mean())
 
     def noisy_candidate(
         self, global_weights: F32, noise_multiplier: float, rng: np.random.Generator
@@ -91,8 +92,8 @@ class PlainAggregation(RoundAggregation):
         ``sigma * C * max p_i`` (the sensitivity argument of :mod:`fedcare.privacy.dp.central`).
         """
         assert self._mean is not None and self._clip_norm is not None
-        mean = self._mean.mean()
         weight = self._max_weight / self._mean.total_weight
+        mean = self._mean.take_mean()
         noisy = add_gaussian_noise(mean, noise_multiplier, self._clip_norm, rng, max_weight=weight)
         return self._strategy.apply(global_weights, noisy.astype(np.float32, copy=False))
 

@@ -495,6 +495,7 @@ class Engine(StatusPublisher):
         train_metrics: dict[str, float],
         participants: list[ParticipantContribution],
         flat: F32 | None = None,
+        encoded: bytes | None = None,
     ) -> VersionMetadata:
         weights = unflatten(self._layout, self._global if flat is None else flat)
         return self._repo.write_version(
@@ -510,6 +511,7 @@ class Engine(StatusPublisher):
                 run_id=self.run_id,
             ),
             server_state=self._strategy.state(),
+            encoded=encoded,
         )
 
     def _train_task(self, rnd: TrainRound, name: str) -> pb.Task:
@@ -591,6 +593,8 @@ class Engine(StatusPublisher):
             train_metrics,
             [ParticipantContribution(name=n, samples=k) for n, k in sorted(received.items())],
             flat=candidate,
+            # The candidate was encoded once already, to be served for evaluation.
+            encoded=self._served.get(f"candidate-r{number}"),
         )
         duration = time.monotonic() - rnd.started
         with self._cond:

@@ -234,6 +234,7 @@ class ModelRepository(ABC):
         weights: Mapping[str, np.ndarray],
         meta: NewVersion,
         server_state: Mapping[str, np.ndarray] | None = None,
+        encoded: bytes | None = None,
     ) -> VersionMetadata:
         """Store ``weights`` as the job's next version and return its metadata.
 
@@ -241,7 +242,9 @@ class ModelRepository(ABC):
         writers race. The write is all or nothing: a failure or crash leaves no visible version.
         Raises RepositoryError for weights that are empty, not float32, or contain NaN/Inf.
         ``server_state`` (the server optimizer's tensors, if any) is stored with the version,
-        in the same all-or-nothing write, as :data:`SERVER_STATE_FILE`.
+        in the same all-or-nothing write, as :data:`SERVER_STATE_FILE`. ``encoded``: the
+        safetensors bytes of ``weights`` (from :func:`to_safetensors_bytes`) when the caller
+        has them already, so that a large model is not encoded a second time.
         """
 
     @abstractmethod

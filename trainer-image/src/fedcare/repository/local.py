@@ -181,10 +181,12 @@ class LocalRepository(ModelRepository):
         weights: Mapping[str, np.ndarray],
         meta: NewVersion,
         server_state: Mapping[str, np.ndarray] | None = None,
+        encoded: bytes | None = None,
     ) -> VersionMetadata:
         """Store ``weights`` as the next version of ``job``; all or nothing (see module doc)."""
         job_dir = self._job_dir(job)
-        payload = to_safetensors_bytes(weights)  # validates: float32, finite, non-empty
+        # to_safetensors_bytes validates: float32, finite, non-empty (``encoded`` came from it)
+        payload = encoded if encoded is not None else to_safetensors_bytes(weights)
         state = encode_server_state(server_state)
         tensors = [
             TensorInfo(name=name, shape=[int(d) for d in np.shape(arr)])

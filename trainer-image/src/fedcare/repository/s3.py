@@ -323,10 +323,12 @@ class S3Repository(ModelRepository):
         weights: Mapping[str, np.ndarray],
         meta: NewVersion,
         server_state: Mapping[str, np.ndarray] | None = None,
+        encoded: bytes | None = None,
     ) -> VersionMetadata:
         """Store ``weights`` as the next version of ``job``; all or nothing (see module doc)."""
         check_job(job)
-        payload = to_safetensors_bytes(weights)  # validates: float32, finite, non-empty
+        # to_safetensors_bytes validates: float32, finite, non-empty (``encoded`` came from it)
+        payload = encoded if encoded is not None else to_safetensors_bytes(weights)
         state_bytes, state_sha = encode_server_state(server_state)
         tensors = tensor_infos(weights)
         sha256 = hashlib.sha256(payload).hexdigest()

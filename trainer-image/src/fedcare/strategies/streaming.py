@@ -41,6 +41,16 @@ class StreamingMean:
         self.total_weight += float(weight)
         self.count += 1
 
+    def take_mean(self) -> F32:
+        """The weighted mean, computed in place in the accumulator, which is handed over: no
+        second model-sized array, and the instance takes no further folds (a closed round)."""
+        if self.count == 0:
+            raise ValueError("no vectors folded")
+        acc = self._acc
+        self._acc = np.zeros(0, dtype=np.float32)
+        acc /= np.float32(self.total_weight)
+        return acc
+
     def mean(self) -> F32:
         """The weighted mean of everything folded so far."""
         if self.count == 0:
