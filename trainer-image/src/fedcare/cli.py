@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LAUNCHERS,
         default=None,
         help="how the coordinator and trainer processes start: forked from one process that "
-        "imported torch once (forkserver, the default on Linux and macOS), or each a fresh "
+        "imported torch once (forkserver, the default on Linux), or each a fresh "
         "interpreter (spawn); $FEDCARE_LAUNCHER sets the default",
     )
     p.set_defaults(handler=_cmd_run)

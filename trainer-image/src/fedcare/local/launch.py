@@ -7,7 +7,7 @@ Two launchers, one interface (:class:`Proc`, the part of :class:`subprocess.Pope
   for importing torch, pyarrow and gRPC, for ``torch._dynamo`` (imported by the optimizer's first
   step) and, at exit, for the interpreter's final garbage collection: about 2.6 CPU-seconds per
   process here, most of a small job's wall time when ten trainers share two cores.
-- ``forkserver`` (default where the platform has ``fork``): the standard library's fork server
+- ``forkserver`` (the default on Linux): the standard library's fork server
   (:mod:`multiprocessing`, ``forkserver`` context) preloads :mod:`fedcare.local._preload`, which
   does those imports and that warm-up once and freezes the garbage collector's view of them;
   every process is then forked from it and runs the same ``fedcare ROLE --config FILE`` command
@@ -73,11 +73,12 @@ class Proc(Protocol):
 
 
 def default_launcher() -> LauncherName:
-    """``forkserver`` where the platform supports it, else ``spawn``."""
+    """``$FEDCARE_LAUNCHER`` if set; else ``forkserver`` on Linux (where it is measured and
+    tested) and ``spawn`` elsewhere (macOS's system libraries are not fork-safe once loaded)."""
     env = os.environ.get("FEDCARE_LAUNCHER", "")
     if env in LAUNCHERS:
         return env
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return "forkserver" if sys.platform.startswith("linux") else "spawn"
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
