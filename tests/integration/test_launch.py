@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from fedcare.local.launch import LAUNCHERS, ForkedProc, LauncherName, launch
+from fedcare.errors import SpecError
+from fedcare.local.launch import LAUNCHERS, ForkedProc, LauncherName, default_launcher, launch
 from tests.integration.actors import start_job, status
 from tests.integration.conftest import JobFactory
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _ppid(pid: int) -> int:
@@ -59,3 +63,30 @@ def test_forked_coordinator_is_a_real_process(make_job: JobFactory, tmp_path: Pa
         assert coordinator.returncode == -signal.SIGKILL
     finally:
         run.stop()
+
+
+def test_default_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fork server on Linux, fresh interpreters elsewhere; $FEDCARE_LAUNCHER decides."""
+    monkeypatch.delenv("FEDCARE_LAUNCHER", raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    assert default_launcher() == "forkserver"
+    monkeypatch.setattr("sys.platform", "darwin")
+    assert default_launcher() == "spawn"
+    monkeypatch.setenv("FEDCARE_LAUNCHER", "forkserver")
+    assert default_launcher() == "forkserver"
+    monkeypatch.setenv("FEDCARE_LAUNCHER", "threads")
+    with pytest.raises(SpecError, match="FEDCARE_LAUNCHER=threads: expected one of forkserver"):
+        default_launcher()
+
+
+def test_a_wrong_launcher_is_one_line_error(tmp_path: Path) -> None:
+    """`fedcare run` with a bad $FEDCARE_LAUNCHER: exit 2 and one line, before anything runs."""
+    env = dict(os.environ, FEDCARE_LAUNCHER="threads")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedcare", "run", "examples/quickstart.yaml"],
+        capture_output=True, text=True, env=env, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "fedcare: error: FEDCARE_LAUNCHER=threads: expected one of forkserver, spawn"
+    ]

@@ -33,6 +33,8 @@ from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Literal, Protocol
 
+from fedcare.errors import SpecError
+
 #: The names ``fedcare run --launcher`` accepts.
 LauncherName = Literal["forkserver", "spawn"]
 LAUNCHERS: tuple[LauncherName, ...] = ("forkserver", "spawn")
@@ -78,6 +80,8 @@ def default_launcher() -> LauncherName:
     env = os.environ.get("FEDCARE_LAUNCHER", "")
     if env in LAUNCHERS:
         return env
+    if env:
+        raise SpecError(f"FEDCARE_LAUNCHER={env}: expected one of {', '.join(LAUNCHERS)}")
     return "forkserver" if sys.platform.startswith("linux") else "spawn"
 
 
